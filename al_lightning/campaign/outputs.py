@@ -1,0 +1,102 @@
+"""What a user sees of a campaign: campaign.json, per-round files, plots, report, models.
+
+All writers are atomic (temp file + fsync + rename) and rank-0 only (the caller checks).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, default=_jsonable)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def export_model(net: torch.nn.Module, path: Path) -> None:
+    """A deployable MACE ``.model`` (a pickled module, as mace's own tools write) on CPU."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(net).cpu().eval()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(model, tmp)
+    os.replace(tmp, path)
+
+
+def plot_learning_curves(rounds: List[dict], path: Path) -> None:
+    """PNG: energy and force MAE vs number of labels, one line per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = sorted({k.split("/")[0] for r in rounds for k in r["metrics"] if k.startswith("test")})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    x = [r["n_labeled"] for r in rounds]
+    for ax, metric, unit in ((axes[0], "energy_mae", "eV/atom"), (axes[1], "forces_mae", "eV/Å")):
+        for split in splits:
+            y = [r["metrics"].get(f"{split}/{metric}", np.nan) for r in rounds]
+            ax.plot(x, y, marker="o", label=split)
+        ax.set_xlabel("labeled structures")
+        ax.set_ylabel(f"{metric.replace('_', ' ')} ({unit})")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(state: Dict, path: Path) -> None:
+    """Markdown report: settings, per-round errors per split, failures."""
+    rounds = state["rounds"]
+    keys = sorted({k for r in rounds for k in r["metrics"] if k.startswith("test")})
+    cfg = state["config"]
+    lines = [f"# Campaign `{state['name']}`", "",
+             f"strategy `{cfg['strategy']}`, budget {cfg['budget']} per round, {cfg['rounds']} acquisitions, "
+             f"seed {cfg['seed']}, oracle `{cfg['oracle']}`; status: **{state['status']}**", "",
+             "![learning curves](learning_curve.png)", "",
+             "| round | labels | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for r in rounds:
+        vals = " | ".join(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "–" for k in keys)
+        lines.append(f"| {r['round']} | {r['n_labeled']} | {vals} |")
+    failed = state.get("failed", [])
+    lines += ["", f"Oracle failures: {len(failed)}"]
+    lines += [f"- pool id {f['id']} (round {f['round']}): {f['error']}" for f in failed]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def log_round_metrics(tb_dir: Path, round_: int, n_labeled: int, metrics: Dict[str, float]) -> None:
+    """TensorBoard scalars ``round/<split>/<metric>`` (step = round) and ``labels/…`` (step = labels)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tb_dir))
+    try:
+        for k, v in metrics.items():
+            writer.add_scalar(f"round/{k}", v, round_)
+            writer.add_scalar(f"labels/{k}", v, n_labeled)
+    finally:
+        writer.close()

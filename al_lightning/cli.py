@@ -1,0 +1,116 @@
+"""``al-lightning`` command line: a LightningCLI whose ``fit`` runs a whole campaign.
+
+    al-lightning fit -c configs/demo.yaml [--campaign.rounds 5 --trainer.max_epochs 20 ...]
+    al-lightning fit -c configs/demo.yaml --dry_run     # validate config + data, exit
+
+Every option of the model (``model.*``), data (``data.*``), trainer (``trainer.*``) and
+campaign (``campaign.*``) can be set in YAML or overridden on the command line. Bad input
+ends with one line ``al-lightning: error: …`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import al_lightning  # noqa: F401  (import order: mace before e3nn)
+from lightning.pytorch.cli import LightningCLI
+
+from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory
+from al_lightning.data.datamodule import ActiveDataModule
+from al_lightning.data.io import DataError
+from al_lightning.model.module import MACEModule
+from al_lightning.oracle import OracleError
+
+TRAINER_DEFAULTS = {
+    "max_epochs": 30,
+    "accelerator": "cpu",
+    "devices": 1,
+    "logger": False,
+    "inference_mode": False,
+    "use_distributed_sampler": False,
+    "enable_checkpointing": False,
+    "num_sanity_val_steps": 0,
+    "log_every_n_steps": 5,
+}
+
+
+class UsageError(ValueError):
+    """Bad command-line / config input (exit status 2)."""
+
+
+class ALLightningCLI(LightningCLI):
+    """LightningCLI with a ``campaign`` group, ``--dry_run`` and a campaign-running ``fit``."""
+
+    def __init__(self, args: Optional[List[str]] = None, run: bool = True) -> None:
+        super().__init__(MACEModule, ActiveDataModule, seed_everything_default=0, save_config_callback=None,
+                         trainer_defaults=TRAINER_DEFAULTS, args=args, run=run,
+                         auto_configure_optimizers=False, subclass_mode_model=False, subclass_mode_data=False)
+
+    @staticmethod
+    def subcommands():
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_class_arguments(CampaignConfig, "campaign")
+        from jsonargparse import ActionYesNo
+
+        parser.add_argument("--dry_run", action=ActionYesNo, default=False,
+                            help="validate the config and the presence of data files, then exit")
+
+    def fit(self, model: MACEModule, datamodule: ActiveDataModule = None, **_) -> None:
+        cfg = self.config_init[self.subcommand]
+        campaign_cfg: CampaignConfig = cfg["campaign"]
+        if cfg["dry_run"]:
+            dry_run(model, datamodule, campaign_cfg)
+            return
+        trainer_kwargs = {k: v for k, v in self.config_init[self.subcommand]["trainer"].items()}
+        trainer_kwargs.pop("logger", None)
+        dump = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
+        campaign = Campaign(campaign_cfg, model, datamodule, default_trainer_factory(**trainer_kwargs), dump)
+        state = campaign.run()
+        if campaign.is_zero:
+            last = state["rounds"][-1]
+            summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(last["metrics"].items()) if k.endswith("forces_mae"))
+            print(f"al-lightning: campaign {campaign_cfg.name!r} complete in {campaign.dir}: {summary}")
+
+
+def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignConfig) -> None:
+    """Check data files and the foundation file; raise DataError naming what is missing."""
+    missing = datamodule.missing_files()
+    if missing:
+        split = next(s for s, p in datamodule.split_paths().items() if p == missing[0])
+        raise DataError(f"data file for split '{split}' not found: {missing[0]}")
+    foundation = model.hparams.foundation
+    if foundation:
+        from pathlib import Path
+
+        if not Path(foundation).expanduser().is_file():
+            raise DataError(f"foundation model file not found: {foundation}")
+    if campaign.rounds > 0 and "pool" not in datamodule.split_paths():
+        raise DataError("campaign.rounds > 0 needs a 'pool' split in data.files")
+    if datamodule.files is not None:
+        sizes = {s: len(datamodule.structure_file(s)) for s in datamodule.split_paths()}
+        where = "files"
+    else:
+        sizes = {s: n for s, n in datamodule.emt.sizes.items() if n}
+        where = f"embedded EMT catalysis (cache key {datamodule.emt.key()})"
+    print(f"al-lightning: dry run OK: data from {where}: {sizes}; campaign_dir {campaign.directory}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point (``al-lightning``); returns the exit status (2 for bad input)."""
+    try:
+        ALLightningCLI(args=None if argv is None else list(argv))
+    except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        return code
+    except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"al-lightning: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""ActiveDataModule: the growing labeled set, validation, named test splits and the pool.
+
+Split files come from the embedded EMT catalysis dataset (``emt``, generated and cached on
+first use) or from user files (``files``: split → path, any ASE format). Test splits are
+every split whose name starts with ``test``. Structures become graphs lazily in DataLoader
+workers. Evaluation loaders shard by ``rank::world`` without padding (no duplicates), so
+distributed metrics equal single-process ones. Pool ids are stable global indices into the
+pool file (file order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from ase import Atoms
+from ase.constraints import FixAtoms
+from torch.utils.data import DataLoader, Sampler
+
+from al_lightning import keys as K
+from al_lightning.data.graphs import GraphDataset, collate
+from al_lightning.data.io import DataError, StructureFile, free_mask, normalise
+from al_lightning.data.synthetic import METALS, SPLITS, EMTCatalysisSpec, cache_root, ensure_dataset
+
+REQUIRED = ("initial", "val")
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, …`` of ``range(n)``: disjoint, covering, never padded."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+class ShuffleShardSampler(Sampler[int]):
+    """Seeded per-epoch shuffle, padded by wrap-around so every rank gets the same count
+    (unequal training step counts would hang DDP's gradient all-reduce)."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world, self.epoch = n, seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        perm += perm[: len(self) * self.world - self.n]
+        return iter(perm[self.rank::self.world])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+
+class ActiveDataModule(pl.LightningDataModule):
+    """Labeled set (``initial`` + acquired), ``val``, ``test*`` splits and the ``pool``.
+
+    Args:
+        emt: spec of the embedded EMT catalysis dataset (default when ``files`` is None).
+        files: split name → structure file; needs ``initial`` and ``val``; ``pool`` for
+            campaigns; every ``test*`` key is a test split.
+        energy_key, forces_key: label keys in user files (ASE info / arrays, or the
+            calculator's ``energy``/``forces``).
+        elements: element symbols for a freshly built model (default: scanned from files).
+        batch_size, eval_batch_size, num_workers: loader settings.
+        generate_workers: processes generating the EMT dataset.
+        seed: shuffling seed (the epoch and round are mixed in).
+    """
+
+    def __init__(self, emt: Optional[EMTCatalysisSpec] = None, files: Optional[Dict[str, str]] = None,
+                 energy_key: str = K.REF_ENERGY, forces_key: str = K.REF_FORCES,
+                 elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
+                 num_workers: int = 0, generate_workers: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        if files is not None and emt is not None:
+            raise ValueError("data: give either 'emt' or 'files', not both")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"data batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        if files is not None:
+            missing = [s for s in REQUIRED if s not in files]
+            if missing:
+                raise ValueError(f"data.files lacks required split(s) {missing} (have {sorted(files)})")
+        self.emt = emt if (emt is not None or files is not None) else EMTCatalysisSpec()
+        self.files = {k: str(v) for k, v in files.items()} if files is not None else None
+        self.energy_key, self.forces_key = energy_key, forces_key
+        self._elements = elements
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.generate_workers, self.seed = num_workers, generate_workers, seed
+        self.round = 0
+        self.labeled_ids: List[int] = []  # pool ids acquired so far, in order
+        self.added: List[Atoms] = []  # their labeled structures
+        self.excluded_ids: set = set()  # pool ids never to offer again (e.g. oracle failures)
+        self._open: Dict[str, StructureFile] = {}
+        self._z_table, self._cutoff = None, None
+
+    # ------------------------------------------------------------------ files
+    def split_paths(self) -> Dict[str, Path]:
+        if self.files is not None:
+            return {k: Path(v).expanduser() for k, v in self.files.items()}
+        return {s: cache_root() / "emt_catalysis" / self.emt.key() / f"{s}.extxyz"
+                for s in SPLITS if self.emt.sizes.get(s, 0) > 0}
+
+    @property
+    def test_splits(self) -> List[str]:
+        return [s for s in self.split_paths() if s.startswith("test")]
+
+    def missing_files(self) -> List[Path]:
+        """User files that do not exist (the embedded dataset is generated, never missing)."""
+        return [] if self.files is None else [p for p in self.split_paths().values() if not p.exists()]
+
+    def prepare_data(self) -> None:
+        if self.files is None:
+            ensure_dataset(self.emt, workers=self.generate_workers)
+        else:
+            missing = self.missing_files()
+            if missing:
+                raise DataError(f"data file not found: {missing[0]}")
+
+    def structure_file(self, split: str) -> StructureFile:
+        if split not in self._open:
+            paths = self.split_paths()
+            if split not in paths:
+                raise KeyError(f"data has no split {split!r} (have {sorted(paths)})")
+            self.prepare_data()
+            self._open[split] = StructureFile(paths[split], self.energy_key, self.forces_key,
+                                              require_labels=split != "pool")
+        return self._open[split]
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        for split in self.split_paths():
+            self.structure_file(split)
+
+    def elements(self) -> List[str]:
+        """Element symbols to build a model for (explicit, embedded, or scanned from files)."""
+        if self._elements:
+            return list(self._elements)
+        if self.files is None:
+            return [*METALS, "H", "C", "N", "O"]
+        from ase.data import chemical_symbols
+
+        zs = set()
+        for split in self.split_paths():
+            f = self.structure_file(split)
+            for i in range(len(f)):
+                zs.update(f.raw(i).numbers.tolist())
+        return [chemical_symbols[z] for z in sorted(zs)]
+
+    def attach(self, z_table, cutoff: float) -> None:
+        """Model facts the graphs need: element table and cutoff radius."""
+        self._z_table, self._cutoff = z_table, float(cutoff)
+
+    # ------------------------------------------------------------------ labeled set
+    @property
+    def pool_size(self) -> int:
+        return len(self.structure_file("pool"))
+
+    def labeled_structures(self) -> List[Atoms]:
+        init = self.structure_file("initial")
+        return [init[i] for i in range(len(init))] + list(self.added)
+
+    def add(self, ids: Sequence[int], structures: Sequence[Atoms]) -> None:
+        """Append labeled pool structures; ids are global pool ids, validated first."""
+        ids = [int(i) for i in ids]
+        if len(ids) != len(structures):
+            raise ValueError(f"add: {len(ids)} ids but {len(structures)} structures")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"add: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})}")
+        n_pool = self.pool_size
+        known = set(self.labeled_ids)
+        for i, atoms in zip(ids, structures):
+            if not 0 <= i < n_pool:
+                raise ValueError(f"add: pool id {i} out of range (pool has {n_pool})")
+            if i in known:
+                raise ValueError(f"add: pool id {i} is already labeled")
+            normalise(atoms, f"label of pool id {i}")  # labels present and finite
+        self.labeled_ids.extend(ids)
+        self.added.extend(structures)
+
+    def candidate_ids(self) -> np.ndarray:
+        """Pool ids still available for acquisition (sorted)."""
+        taken = set(self.labeled_ids) | set(self.excluded_ids)
+        return np.array([i for i in range(self.pool_size) if i not in taken], dtype=np.int64)
+
+    # ------------------------------------------------------------------ loaders
+    def _graphs(self, get_atoms, n: int) -> GraphDataset:
+        if self._z_table is None:
+            raise RuntimeError("datamodule not attached to a model: call module.build(datamodule) first")
+        return GraphDataset(get_atoms, n, self._z_table, self._cutoff)
+
+    def _loader(self, ds, sampler, batch_size: int) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=False)
+
+    def _rank_world(self):
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def labeled_dataset(self) -> GraphDataset:
+        structures = self.labeled_structures()
+        n_init = len(structures) - len(self.added)
+        ids = [-1 - i for i in range(n_init)] + list(self.labeled_ids)  # initial: negative ids
+        return self._graphs(lambda i: (ids[i], structures[i]), len(structures))
+
+    def stats_dataloader(self) -> DataLoader:
+        ds = self.labeled_dataset()
+        return self._loader(ds, ShardSampler(len(ds)), self.eval_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.labeled_dataset()
+        rank, world = self._rank_world()
+        sampler = ShuffleShardSampler(len(ds), self.seed * 1_000_003 + self.round * 10_007, rank, world)
+        return self._loader(ds, sampler, self.batch_size)
+
+    def split_dataset(self, split: str) -> GraphDataset:
+        f = self.structure_file(split)
+        return self._graphs(lambda i: (i, f[i]), len(f))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        ds = self.split_dataset(split)
+        rank, world = self._rank_world()
+        return self._loader(ds, ShardSampler(len(ds), rank, world), self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> List[DataLoader]:
+        return [self._eval_loader(s) for s in self.test_splits]
+
+    def pool_dataset(self) -> GraphDataset:
+        """Pool graphs *without* labels (labels stay hidden until acquired); item i = pool id i."""
+        f = self.structure_file("pool")
+
+        def unlabeled(i: int):
+            atoms = f.raw(i)
+            atoms.calc = None
+            for key in (self.energy_key, K.REF_ENERGY):
+                atoms.info.pop(key, None)
+            for key in (self.forces_key, K.REF_FORCES):
+                atoms.arrays.pop(key, None)
+            return i, atoms
+
+        return self._graphs(unlabeled, len(f))
+
+    def pool_dataloader(self, ids: Iterable[int], batch_size: Optional[int] = None) -> DataLoader:
+        """Loader over the given pool ids, in the given order (the caller shards)."""
+        ids = list(ids)
+        return self._loader(self.pool_dataset(), ids, batch_size or self.eval_batch_size)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"round": self.round, "labeled_ids": list(self.labeled_ids),
+                "excluded_ids": sorted(self.excluded_ids), "added": [atoms_to_record(a) for a in self.added]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round = int(state["round"])
+        self.labeled_ids = [int(i) for i in state["labeled_ids"]]
+        self.excluded_ids = set(int(i) for i in state.get("excluded_ids", []))
+        self.added = [record_to_atoms(r) for r in state["added"]]
+
+
+def atoms_to_record(atoms: Atoms) -> dict:
+    """Plain, exact (numpy) record of a labeled structure, for state_dict."""
+    return {"numbers": atoms.numbers.copy(), "positions": atoms.get_positions(), "cell": np.array(atoms.cell),
+            "pbc": atoms.pbc.copy(), "tags": atoms.get_tags(), "fixed": np.flatnonzero(~free_mask(atoms)),
+            "energy": float(atoms.info[K.REF_ENERGY]), "forces": np.array(atoms.arrays[K.REF_FORCES])}
+
+
+def record_to_atoms(rec: dict) -> Atoms:
+    atoms = Atoms(numbers=rec["numbers"], positions=rec["positions"], cell=rec["cell"], pbc=rec["pbc"],
+                  tags=rec["tags"])
+    if len(rec["fixed"]):
+        atoms.set_constraint(FixAtoms(indices=rec["fixed"]))
+    atoms.info[K.REF_ENERGY] = rec["energy"]
+    atoms.arrays[K.REF_FORCES] = np.asarray(rec["forces"])
+    return atoms

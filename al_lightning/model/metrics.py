@@ -1,0 +1,49 @@
+"""Per-split error metrics (torchmetrics; keys of DESIGN §9b).
+
+``<split>/energy_mae``, ``<split>/energy_rmse`` in eV/atom; ``<split>/forces_mae``,
+``<split>/forces_rmse`` in eV/Å per force component, on free atoms only. torchmetrics
+keeps sums and counts, so distributed results equal single-process ones when no sample is
+duplicated (our evaluation samplers never pad).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+
+METRIC_NAMES = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")
+
+
+class SplitMetrics(torch.nn.Module):
+    """Energy and force MAE/RMSE for one split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.energy = MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
+        self.forces = MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
+
+    def update(self, pred_energy, ref_energy, num_atoms, energy_label, pred_forces, ref_forces, atom_mask) -> None:
+        """Energies per atom for graphs with an energy label; force components of masked atoms."""
+        e_sel = energy_label > 0
+        if e_sel.any():
+            n = num_atoms.to(pred_energy.dtype)
+            self.energy.update((pred_energy / n)[e_sel].detach(), (ref_energy / n)[e_sel])
+        if atom_mask.any():
+            self.forces.update(pred_forces[atom_mask].detach().reshape(-1), ref_forces[atom_mask].reshape(-1))
+
+    def compute(self) -> dict:
+        """Every rank computes (a collective under DDP); metrics with no data (NaN) are dropped."""
+        out = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update.*")
+            for group in ("energy", "forces"):
+                for k, v in getattr(self, group).compute().items():
+                    if torch.isfinite(v):
+                        out[f"{group}_{k}"] = v
+        return out
+
+    def reset(self) -> None:
+        self.energy.reset()
+        self.forces.reset()

@@ -1,0 +1,217 @@
+"""MACEModule: a small LightningModule around a mace-torch model (one shared step).
+
+The network is built in :meth:`MACEModule.build` from the labeled set (E0s, avg neighbours,
+scale/shift) or loaded from a foundation file; :meth:`setup` calls it when the datamodule is
+attached to the trainer. Forces need autograd in every stage: use
+``Trainer(inference_mode=False)`` (the CLI does).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from al_lightning import keys as K
+from al_lightning.model.loss import energy_force_loss
+from al_lightning.model.mace import (MACEConfig, build_mace, fit_e0s, graph_statistics, load_foundation,
+                                     model_r_max, model_z_table, set_trainable, z_table_from)
+from al_lightning.model.metrics import SplitMetrics
+
+
+class MACEModule(pl.LightningModule):
+    """Fine-tunes a MACE model on a per-atom energy + force loss.
+
+    Args:
+        model: architecture of a freshly built model (ignored when ``foundation`` is set).
+        foundation: path of a MACE ``.model`` file to fine-tune.
+        elements: element symbols the model covers (default: those of the datamodule).
+        e0s: explicit E0s per element symbol (default: least squares on the labeled set).
+        trainable: fnmatch patterns of trained parameters (default: all).
+        energy_weight, forces_weight: loss weights w_E, w_F (also scale NTK-EF rows).
+        loss: "mse" or "huber" (``huber_delta`` in eV/atom and eV/Å).
+        lr, weight_decay, amsgrad: AdamW settings; plateau scheduler on ``val/loss``.
+        ema_decay: exponential moving average of weights used for val/test (None: off).
+        dtype: "float32" or "float64" (set before data and model are built).
+    """
+
+    def __init__(self, model: Optional[MACEConfig] = None, foundation: Optional[str] = None,
+                 elements: Optional[List[str]] = None, e0s: Optional[Dict[str, float]] = None,
+                 trainable: Optional[List[str]] = None, energy_weight: float = 1.0, forces_weight: float = 10.0,
+                 loss: str = "mse", huber_delta: float = 0.01, lr: float = 1e-2, weight_decay: float = 5e-7,
+                 amsgrad: bool = True, scheduler_patience: int = 5, scheduler_factor: float = 0.8,
+                 ema_decay: Optional[float] = None, dtype: str = "float64") -> None:
+        super().__init__()
+        if loss not in ("mse", "huber"):
+            raise ValueError(f"model loss must be 'mse' or 'huber', got {loss!r}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"model dtype must be 'float32' or 'float64', got {dtype!r}")
+        if energy_weight < 0 or forces_weight < 0 or energy_weight + forces_weight == 0:
+            raise ValueError("model energy_weight/forces_weight must be >= 0 and not both 0")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"model ema_decay must be in (0, 1), got {ema_decay}")
+        self.save_hyperparameters()
+        self.cfg = model or MACEConfig()
+        torch.set_default_dtype(getattr(torch, dtype))
+        self.net: Optional[torch.nn.Module] = None
+        self.split_metrics = torch.nn.ModuleDict()
+        self.ema = None
+        self.eval_splits: List[str] = ["val"]
+        self.initial_state: Optional[dict] = None
+
+    # ---------------------------------------------------------------- construction
+    @property
+    def r_max(self) -> float:
+        return model_r_max(self.net) if self.net is not None else self.cfg.r_max
+
+    def z_table(self, datamodule=None):
+        if self.net is not None:
+            return model_z_table(self.net)
+        if self.hparams.foundation:
+            return model_z_table(load_foundation(self.hparams.foundation))
+        elements = self.hparams.elements or (datamodule.elements() if datamodule is not None else None)
+        if not elements:
+            raise ValueError("model elements unknown: set model.elements or use a datamodule that lists them")
+        return z_table_from(elements)
+
+    def build(self, datamodule) -> None:
+        """Create the network (once) from the datamodule's labeled set, and the metrics."""
+        if self.net is None:
+            if self.hparams.foundation:
+                self.net = load_foundation(self.hparams.foundation)
+            else:
+                z_table = self.z_table(datamodule)
+                datamodule.attach(z_table, self.cfg.r_max)
+                e0s = self._e0s(z_table, datamodule.labeled_structures())
+                stats = graph_statistics(datamodule.stats_dataloader(), e0s)
+                self.net = build_mace(self.cfg, z_table, e0s, stats)
+            set_trainable(self.net, self.hparams.trainable)
+            self.initial_state = copy.deepcopy(self.net.state_dict())
+        datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+        self.eval_splits = ["val", *datamodule.test_splits]
+        for split in self.eval_splits:
+            if split not in self.split_metrics:
+                self.split_metrics[split] = SplitMetrics()
+        if self.hparams.ema_decay and self.ema is None:
+            from torch_ema import ExponentialMovingAverage
+
+            self.ema = ExponentialMovingAverage(self.net.parameters(), decay=self.hparams.ema_decay)
+
+    def _e0s(self, z_table, structures) -> np.ndarray:
+        given = self.hparams.e0s
+        if not given:
+            return fit_e0s(structures, z_table)
+        missing = [_symbol(z) for z in z_table.zs if _symbol(z) not in given]
+        if missing:
+            raise ValueError(f"model e0s missing elements {missing}")
+        return np.array([given[_symbol(z)] for z in z_table.zs], dtype=float)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None:
+            self.build(dm)
+        elif self.net is None:
+            raise RuntimeError("MACEModule needs a datamodule (or call build()) before use")
+
+    # ---------------------------------------------------------------- forward / step
+    def forward(self, batch, training: bool = False) -> Dict[str, torch.Tensor]:
+        data = batch.to_dict() if hasattr(batch, "to_dict") else batch
+        return self.net(data, training=training, compute_force=True)
+
+    def shared_step(self, batch, split: str) -> torch.Tensor:
+        """Loss (and metrics for evaluation splits) of one batch; ``split`` "train" trains."""
+        training = split == "train"
+        with torch.enable_grad():
+            out = self(batch, training=training)
+        losses = energy_force_loss(
+            out[K.OUT_ENERGY], batch[K.ENERGY], out[K.OUT_FORCES], batch[K.FORCES], batch[K.NUM_ATOMS],
+            batch[K.BATCH], batch[K.FREE_MASK], batch[K.ENERGY_WEIGHT], batch[K.FORCES_WEIGHT],
+            self.hparams.energy_weight, self.hparams.forces_weight, self.hparams.loss, self.hparams.huber_delta)
+        n = int(batch[K.NUM_ATOMS].numel())
+        self.log_dict({f"{split}/loss": losses["loss"].detach(), f"{split}/loss_energy": losses["energy"].detach(),
+                       f"{split}/loss_forces": losses["forces"].detach()}, batch_size=n, sync_dist=not training,
+                      on_step=training, on_epoch=True, prog_bar=split == "train", add_dataloader_idx=False)
+        if not training:
+            atom_mask = batch[K.FREE_MASK] & (batch[K.FORCES_WEIGHT][batch[K.BATCH]] > 0)
+            self.split_metrics[split].update(out[K.OUT_ENERGY], batch[K.ENERGY], batch[K.NUM_ATOMS],
+                                             batch[K.ENERGY_WEIGHT], out[K.OUT_FORCES], batch[K.FORCES], atom_mask)
+        return losses["loss"]
+
+    def training_step(self, batch, batch_idx):
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self.shared_step(batch, self.trainer.datamodule.test_splits[dataloader_idx])
+
+    def _log_split_metrics(self, splits: Sequence[str]) -> None:
+        for split in splits:
+            values = self.split_metrics[split].compute()
+            self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False,
+                          add_dataloader_idx=False, prog_bar=(split == "val"))
+            self.split_metrics[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_metrics(["val"])
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split_metrics(self.trainer.datamodule.test_splits)
+
+    # ---------------------------------------------------------------- EMA
+    def on_before_zero_grad(self, optimizer) -> None:
+        if self.ema is not None and self.training:
+            self.ema.update(self.net.parameters())
+
+    def _ema_swap(self, enter: bool) -> None:
+        if self.ema is None:
+            return
+        if enter:
+            self.ema.to(self.device)
+            self.ema.store(self.net.parameters())
+            self.ema.copy_to(self.net.parameters())
+        else:
+            self.ema.restore(self.net.parameters())
+
+    def on_validation_start(self) -> None:
+        self._ema_swap(True)
+
+    def on_validation_end(self) -> None:
+        self._ema_swap(False)
+
+    def on_test_start(self) -> None:
+        self._ema_swap(True)
+
+    def on_test_end(self) -> None:
+        self._ema_swap(False)
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+                                amsgrad=self.hparams.amsgrad)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.scheduler_factor,
+                                                           patience=self.hparams.scheduler_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+
+    def reset_weights(self) -> None:
+        """Back to the foundation / initial weights (a campaign round without warm start)."""
+        self.net.load_state_dict(self.initial_state)
+        if self.ema is not None:
+            from torch_ema import ExponentialMovingAverage
+
+            self.ema = ExponentialMovingAverage(self.net.parameters(), decay=self.hparams.ema_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z]
