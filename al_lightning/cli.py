@@ -98,16 +98,29 @@ def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignC
     print(f"al-lightning: dry run OK: data from {where}: {sizes}; campaign_dir {campaign.directory}")
 
 
+def one_line(exc: BaseException) -> str:
+    """The most specific line of an error (jsonargparse nests ours under Union wrappers)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    nested = [ln[2:] for ln in lines if ln.startswith("- ") and "NoneType" not in ln]
+    if lines[0].startswith("Does not validate") and nested:
+        return nested[0]
+    return lines[0]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point (``al-lightning``); returns the exit status (2 for bad input)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     try:
         ALLightningCLI(args=None if argv is None else list(argv))
     except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         return code
     except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"al-lightning: error: {msg}", file=sys.stderr)
+        print(f"al-lightning: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

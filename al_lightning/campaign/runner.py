@@ -9,6 +9,7 @@ script); files are written by rank 0 only.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +21,10 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
-from al_lightning.acquisition.strategies import AcquisitionContext, make_strategy
+from al_lightning.acquisition.strategies import STRATEGIES, AcquisitionContext, make_strategy
 from al_lightning.campaign import outputs
 from al_lightning.data.io import write_extxyz
-from al_lightning.model.metrics import METRIC_NAMES
+from al_lightning.model.metrics import split_metrics
 from al_lightning.oracle import make_oracle
 
 
@@ -55,6 +56,8 @@ class CampaignConfig:
             raise ValueError(f"campaign.rounds must be >= 0, got {self.rounds}")
         if self.budget < 1:
             raise ValueError(f"campaign.budget must be >= 1, got {self.budget}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {sorted(STRATEGIES)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"campaign.name must be a non-empty folder name, got {self.name!r}")
 
@@ -134,9 +137,9 @@ class Campaign:
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
         t_fit = time.perf_counter() - t0
-        val = _split_metrics(trainer.callback_metrics, ["val"])
+        val = split_metrics(trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
-        metrics = {**val, **_split_metrics(trainer.callback_metrics, self.dm.test_splits)}
+        metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
         record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in self.selected],
                   "metrics": metrics, "fit_seconds": round(t_fit, 2)}
         self.state["rounds"].append(record)
@@ -167,10 +170,15 @@ class Campaign:
         pool = self.dm.pool_dataset()
         structures = [pool.get_atoms(int(i))[1] for i in ids]
         labeled = []
-        for i, atoms in tqdm(list(zip(ids, structures)), desc=f"labeling round {r}", leave=False):
-            out = self.oracle.label([int(i)], [atoms])[0]
-            out.info["pool_id"] = int(i)
-            labeled.append(out)
+        log_path = self.dir / "oracle_calls.jsonl"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log:
+            for i, atoms in tqdm(list(zip(ids, structures)), desc=f"labeling round {r}", leave=False):
+                out = self.oracle.label([int(i)], [atoms])[0]
+                out.info["pool_id"] = int(i)
+                labeled.append(out)
+                log.write(json.dumps({"round": r, "id": int(i), "oracle": self.cfg.oracle}) + "\n")
+                log.flush()
         write_extxyz(self.dir / "labels" / f"round_{r:03d}.extxyz", labeled)
         return labeled
 
@@ -193,7 +201,3 @@ class Campaign:
             outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png")
             outputs.write_report(self.state, self.dir / "report.md")
 
-
-def _split_metrics(callback_metrics: Dict[str, Any], splits: List[str]) -> Dict[str, float]:
-    wanted = {f"{s}/{m}" for s in splits for m in METRIC_NAMES}
-    return {k: float(v) for k, v in callback_metrics.items() if k in wanted}

@@ -104,8 +104,8 @@ class EMTCatalysisSpec:
 
 def split_choices(split: str) -> Tuple[List[str], List[str]]:
     """(catalysts, adsorbates) a split draws from; catalysts as ``"Pt(111)"``/``"CuPt(111)"``."""
-    id_cats = [f"{m}({f})" for m in METALS for f in ID_FACETS]
-    ood_cats = [f"{m}({f})" for m in METALS for f in OOD_FACETS] + [f"{h}{g}(111)" for h, g in OOD_ALLOYS]
+    id_cats = [f"{m}({f})" for f in ID_FACETS for m in METALS]  # consecutive entries: different metals
+    ood_cats = [f"{m}({f})" for f in OOD_FACETS for m in METALS] + [f"{h}{g}(111)" for h, g in OOD_ALLOYS]
     cats = ood_cats if split in ("test_ood_cat", "test_ood_both") else id_cats
     ads = OOD_ADSORBATES if split in ("test_ood_ads", "test_ood_both") else ID_ADSORBATES
     return cats, list(ads)
@@ -138,12 +138,20 @@ def _build_slab(catalyst: str, spec: EMTCatalysisSpec, rng: np.random.Generator)
 
 
 def build_system(split: str, index: int, spec: EMTCatalysisSpec) -> Atoms:
-    """System ``index`` of ``split``: a slab with one adsorbate at a random position."""
+    """System ``index`` of ``split``: a slab with one adsorbate at a random position.
+
+    Catalyst and adsorbate cycle through the split's choices (all combinations in turn);
+    with ``spec.pool_bias`` the pool draws them with the given relative weights instead.
+    """
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
     cats, ads = split_choices(split)
     bias = spec.pool_bias if split == "pool" else {}
-    catalyst = cats[rng.choice(len(cats), p=_weights(cats, bias))]
-    adsorbate = ads[rng.choice(len(ads), p=_weights(ads, bias))]
+    if bias:  # a shifted pool: weighted draws
+        catalyst = cats[rng.choice(len(cats), p=_weights(cats, bias))]
+        adsorbate = ads[rng.choice(len(ads), p=_weights(ads, bias))]
+    else:  # round robin: the first systems already cover every metal and adsorbate element
+        catalyst = cats[index % len(cats)]
+        adsorbate = ads[(index + index // len(cats)) % len(ads)]
     slab = _build_slab(catalyst, spec, rng)
     mol = Atoms([s for s, _ in ADSORBATES[adsorbate]], positions=[p for _, p in ADSORBATES[adsorbate]])
     mol.rotate(rng.uniform(-25, 25), "x", center=(0, 0, 0))

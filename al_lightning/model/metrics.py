@@ -47,3 +47,20 @@ class SplitMetrics(torch.nn.Module):
     def reset(self) -> None:
         self.energy.reset()
         self.forces.reset()
+
+
+def split_metrics(callback_metrics: dict, splits) -> dict:
+    """``{"<split>/<metric>": float}`` for the given splits out of a trainer's callback_metrics."""
+    wanted = {f"{s}/{m}" for s in splits for m in METRIC_NAMES}
+    return {k: float(v) for k, v in callback_metrics.items() if k in wanted}
+
+
+def evaluate(module, datamodule, **trainer_kwargs) -> dict:
+    """Test-split metrics of ``module`` in this process (no padding, no logger)."""
+    import lightning.pytorch as pl
+
+    kw = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    kw.update(trainer_kwargs)
+    trainer = pl.Trainer(inference_mode=False, use_distributed_sampler=False, **kw)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return split_metrics(trainer.callback_metrics, datamodule.test_splits)

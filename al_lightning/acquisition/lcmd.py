@@ -1,0 +1,300 @@
+"""LCMD batch selection (Holzmüller et al., JMLR 2023; bmdal_reg ``lcmd``), DESIGN §5.
+
+Rule (TP mode): training vectors become centres first (without training vectors the
+first pick is the pool point of largest norm). Then, B times: every pool point belongs
+to its nearest centre (earliest centre on equal distance); take the cluster(s) with the
+largest sum of squared distances to their centre and pick the member farthest from its
+centre; it becomes a new centre. Ties: among clusters with equal maximal sums the
+farthest member across them (bmdal_reg's rule), among equal distances the lowest pool
+index. Picks are returned in pick order.
+
+Distances: ‖x‖² + ‖c‖² − 2 x·c with norms and the combination in float64 and the dot
+products in float64 (float64 input) or float32 on mean-centred vectors (other input).
+A squared distance ≤ tol·(‖x‖² + ‖c‖²), tol = 4√d·eps, counts as exactly zero, so
+duplicates of a centre (and the centres themselves) are never picked; when only such
+points remain the batch is exhausted (``on_exhausted``: raise ValueError or fill with
+the lowest unselected indices).
+
+Cost: O(K·(n_T + B)·d). Training centres go through blocked matmuls of at most
+``block_elems`` distances; pool centres need one distance column each, computed
+``lookahead`` at a time (the pick plus the likely next picks: farthest members of the
+largest clusters) so that one pass over the (K, d) matrix serves several steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["select_lcmd", "select_lcmd_ids"]
+
+_ROW_BLOCK_BYTES = 4 << 20
+
+
+@dataclass
+class _State:
+    x: Tensor  # (K, d) compute dtype (mean-centred unless float64)
+    xn: Tensor  # (K,) float64 ‖x‖²
+    min_sq: Tensor  # (K,) float64 squared distance to the nearest centre (+inf: none)
+    assign: Tensor  # (K,) int64 nearest centre (0 before the first centre)
+    n_centres: int
+    tol: float
+    row_block: int
+
+
+def _flat(x: Tensor, name: str) -> Tensor:
+    """(n, d) or (n, r, p) → (n, d); validates type, rank and finiteness."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (n, d) or (n, rows, p), got {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has feature dimension 0")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    return x
+
+
+def _validate(pool: Tensor, batch_size: int, train: Tensor | None):
+    """Checks inputs → (pool (K, d), train (n_T, d) | None, batch_size)."""
+    x = _flat(pool, "pool")
+    t = None if train is None else _flat(train, "train")
+    if t is not None and t.shape[1] != x.shape[1]:
+        raise ValueError(f"pool dimension {x.shape[1]} does not match train dimension {t.shape[1]}")
+    if t is not None and t.shape[0] == 0:
+        t = None
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative integer, got {batch_size!r}")
+    if batch_size > x.shape[0]:
+        raise ValueError(f"batch_size {batch_size} > number of pool points {x.shape[0]}")
+    return x, t, int(batch_size)
+
+
+def _row_sq_norms(x: Tensor, rows: int = 8192) -> Tensor:
+    """Float64 squared norms of the rows of x (n, d) → (n,), in row chunks."""
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        out[s : s + rows] = x[s : s + rows].to(torch.float64).square().sum(dim=1)
+    return out
+
+
+def _row_mean(x: Tensor, rows: int = 8192) -> Tensor:
+    """Float64 mean of the rows of x (n, d) → (d,), in row chunks."""
+    acc = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        acc += x[s : s + rows].to(torch.float64).sum(dim=0)
+    return acc / max(1, x.shape[0])
+
+
+def _init_state(x: Tensor, t: Tensor | None) -> tuple[_State, Tensor | None]:
+    """Compute dtype, centring and norms → (state, train vectors in the same frame)."""
+    wide = x.dtype == torch.float64 or (t is not None and t.dtype == torch.float64)
+    dtype = torch.float64 if wide else torch.float32
+    if wide:
+        x = x.to(dtype)
+        t = None if t is None else t.to(dtype=dtype, device=x.device)
+    else:  # careful float32: centre so cancellation is relative to the spread, not the offset
+        mu = _row_mean(x)
+        x = _centre(x, mu)
+        t = None if t is None else (t.to(device=x.device, dtype=torch.float64) - mu).to(dtype)
+    x = x.contiguous()
+    d = x.shape[1]
+    tol = 4.0 * math.sqrt(d) * torch.finfo(dtype).eps
+    row_block = max(64, _ROW_BLOCK_BYTES // (d * x.element_size()))
+    k = x.shape[0]
+    state = _State(
+        x=x,
+        xn=_row_sq_norms(x),
+        min_sq=torch.full((k,), math.inf, dtype=torch.float64, device=x.device),
+        assign=torch.zeros(k, dtype=torch.int64, device=x.device),
+        n_centres=0,
+        tol=tol,
+        row_block=row_block,
+    )
+    return state, t
+
+
+def _centre(x: Tensor, mu: Tensor, rows: int = 8192) -> Tensor:
+    """float32 (x − mu) computed in float64 row chunks. x (n, d), mu (d,) → (n, d)."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for s in range(0, x.shape[0], rows):
+        out[s : s + rows] = x[s : s + rows].to(torch.float64) - mu
+    return out
+
+
+def _sq_dists(state: _State, c: Tensor, cn: Tensor | None = None) -> Tensor:
+    """Squared distances of all K points to centres c (m, d), norms cn (m,) → (K, m) float64.
+
+    Distances ≤ tol·(‖x‖² + ‖c‖²) are set to exactly 0.
+    """
+    x = state.x
+    c = c.to(x.dtype)
+    ct = c.T.contiguous()
+    dots = torch.empty(x.shape[0], c.shape[0], dtype=x.dtype, device=x.device)
+    for s in range(0, x.shape[0], state.row_block):  # row blocks stay in cache for all m
+        torch.mm(x[s : s + state.row_block], ct, out=dots[s : s + state.row_block])
+    cn = _row_sq_norms(c) if cn is None else cn
+    norms = state.xn[:, None] + cn[None, :]
+    d2 = norms - 2.0 * dots.to(torch.float64)
+    return torch.where(d2 <= state.tol * norms, torch.zeros((), dtype=d2.dtype), d2)
+
+
+def _add_train_centres(state: _State, t: Tensor, block_elems: int) -> None:
+    """Make every training vector (n_T, d) a centre, in blocks of ≤ block_elems distances."""
+    m = max(1, block_elems // max(1, state.x.shape[0]))
+    for s in range(0, t.shape[0], m):
+        d2 = _sq_dists(state, t[s : s + m])
+        arg = torch.argmin(d2, dim=1)  # first (earliest) centre on ties
+        best = d2.gather(1, arg[:, None]).squeeze(1)
+        upd = best < state.min_sq
+        state.min_sq = torch.where(upd, best, state.min_sq)
+        state.assign = torch.where(upd, arg + state.n_centres, state.assign)
+        state.n_centres += d2.shape[1]
+
+
+def _cluster_sums(state: _State) -> Tensor:
+    """Σ min_sq per centre → (n_centres,) float64."""
+    return torch.bincount(state.assign, weights=state.min_sq, minlength=state.n_centres)
+
+
+def _pick(state: _State, sums: Tensor) -> int | None:
+    """Farthest member of the largest cluster(s); None if every point sits on a centre."""
+    best = sums.max()
+    cand = torch.where(sums[state.assign] == best, state.min_sq, -math.inf)
+    idx = int(torch.argmax(cand))  # first maximum: lowest index on ties
+    return idx if float(cand[idx]) > 0.0 else None
+
+
+def _add_pool_centre(state: _State, idx: int, col: Tensor) -> None:
+    """Pool point idx becomes centre n_centres; col (K,) its squared distances."""
+    col[idx] = 0.0
+    upd = col < state.min_sq
+    state.min_sq = torch.where(upd, col, state.min_sq)
+    state.assign = torch.where(upd, state.n_centres, state.assign)
+    state.n_centres += 1
+
+
+def _speculate(state: _State, sums: Tensor, idx: int, width: int) -> list[int]:
+    """Likely next picks after idx: the farthest members of the ≤ 2·width/3 largest
+    clusters and the farthest members of idx's own cluster (≤ width in all, idx excluded)."""
+    n_top = min(max(1, (2 * width) // 3), state.n_centres)
+    top = torch.topk(sums, n_top).indices
+    in_top = torch.zeros(state.n_centres, dtype=torch.bool, device=sums.device)
+    in_top[top] = True
+    cmax = torch.full_like(sums, -math.inf).scatter_reduce(0, state.assign, state.min_sq, "amax")
+    live = state.min_sq > 0
+    far = live & (state.min_sq == cmax[state.assign]) & in_top[state.assign]
+    cands = torch.nonzero(far).reshape(-1)[:n_top].tolist()
+    own = torch.nonzero(live & (state.assign == state.assign[idx])).reshape(-1)
+    n_own = min(width - len(cands) + 1, own.numel())
+    if n_own > 0:
+        cands += own[torch.topk(state.min_sq[own], n_own).indices].tolist()
+    out = list(dict.fromkeys(c for c in cands if c != idx))
+    return out[:width]
+
+
+class _Columns:
+    """Distance columns of pool centres, computed ``width`` at a time (one pass over x)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = max(1, int(width))
+        self.cols: dict[int, Tensor] = {}
+        self.passes = 0
+        self.computed = 0
+        self.hits = 0
+
+    def get(self, state: _State, idx: int, sums: Tensor | None) -> Tensor:
+        """(K,) float64 squared distances from pool point idx to every pool point."""
+        if idx in self.cols:
+            self.hits += 1
+            return self.cols.pop(idx)
+        want = [] if sums is None or self.width == 1 else _speculate(state, sums, idx, self.width - 1)
+        keep = {i: self.cols[i] for i in want if i in self.cols}
+        new = [i for i in want if i not in keep]
+        batch = torch.tensor([idx] + new, dtype=torch.int64, device=state.x.device)
+        d2 = _sq_dists(state, state.x[batch], state.xn[batch])
+        for j, i in enumerate(new, start=1):
+            keep[i] = d2[:, j].clone()
+        self.cols = keep
+        self.passes += 1
+        self.computed += len(new) + 1
+        return d2[:, 0].clone()
+
+
+def _exhausted(picks: list[int], k: int, b: int, mode: str) -> Tensor:
+    """Handle a batch that ran out of points at positive distance from every centre."""
+    if mode == "raise":
+        raise ValueError(
+            f"LCMD found only {len(picks)} of batch_size={b} points at positive distance from "
+            "every centre: the rest coincide with training vectors or earlier picks "
+            "(batch_size > number of distinct points). Use on_exhausted='fill' to complete "
+            "the batch with the lowest unselected indices."
+        )
+    chosen = torch.zeros(k, dtype=torch.bool)
+    chosen[picks] = True
+    rest = torch.nonzero(~chosen).reshape(-1)[: b - len(picks)]
+    return torch.cat([torch.tensor(picks, dtype=torch.int64), rest])
+
+
+def select_lcmd(
+    pool: Tensor,
+    batch_size: int,
+    train: Tensor | None = None,
+    *,
+    on_exhausted: str = "raise",
+    lookahead: int = 24,
+    block_elems: int = 1 << 22,
+    stats: dict | None = None,
+) -> Tensor:
+    """LCMD selection of batch_size pool indices (module docstring: rule, ties, precision).
+
+    pool: (K, d) or (K, rows, p) vectors, train: (n_T, d) or None (raw Euclidean
+    distances on the vectors as given; whiten them first for the posterior space).
+    Returns (batch_size,) int64 indices into pool, in pick order. ``lookahead`` columns
+    per pass over the pool matrix (1: no speculation; the result is the same).
+    ``stats``, if given, receives passes / columns / hits counters.
+    """
+    x, t, b = _validate(pool, batch_size, train)
+    if on_exhausted not in ("raise", "fill"):
+        raise ValueError(f"on_exhausted must be 'raise' or 'fill', got {on_exhausted!r}")
+    if b == 0:
+        return torch.empty(0, dtype=torch.int64)
+    first = int(torch.argmax(_row_sq_norms(x))) if t is None else None
+    state, t = _init_state(x, t)
+    if t is not None:
+        _add_train_centres(state, t, block_elems)
+    columns = _Columns(lookahead)
+    picks: list[int] = []
+    for _ in range(b):
+        sums = _cluster_sums(state) if state.n_centres else None
+        idx = first if sums is None else _pick(state, sums)
+        if idx is None:
+            return _exhausted(picks, x.shape[0], b, on_exhausted)
+        _add_pool_centre(state, idx, columns.get(state, idx, sums))
+        picks.append(idx)
+    if stats is not None:
+        stats.update(passes=columns.passes, columns=columns.computed, hits=columns.hits)
+    return torch.tensor(picks, dtype=torch.int64)
+
+
+def select_lcmd_ids(
+    ids: Tensor, vectors: Tensor, batch_size: int, train: Tensor | None = None, **kwargs
+) -> Tensor:
+    """LCMD on a shortlist ordered by id. ids (K,) unique ints, vectors (K, d) → (B,) ids
+    in pick order. kwargs go to :func:`select_lcmd`."""
+    ids = torch.as_tensor(ids).reshape(-1)
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"ids must be integers, got {ids.dtype}")
+    if not isinstance(vectors, Tensor) or vectors.shape[0] != ids.shape[0]:
+        raise ValueError("vectors must be a tensor with one row per id")
+    if int(torch.unique(ids).numel()) != int(ids.numel()):
+        raise ValueError("ids must be unique")
+    order = torch.argsort(ids)
+    sel = select_lcmd(vectors[order.to(vectors.device)], batch_size, train, **kwargs)
+    return ids[order][sel]

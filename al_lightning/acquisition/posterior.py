@@ -1,0 +1,280 @@
+"""Feature-space posterior variance (DESIGN §5, §6).
+
+Notation: training rows Φ (n_rows, p), Gram G = ΦᵀΦ (p, p), Λ = G + λI, L = chol(Λ)
+(lower), λ = ``rel_lambda`` · tr(G) / n_rows unless given absolutely. For a structure x
+with rows φ_1..φ_r (each (p,)), PV(x) = λ Σ_r φ_rᵀ Λ⁻¹ φ_r = Σ_r ‖ψ_r‖², ψ = √λ L⁻¹ φ,
+which equals the kernel-space posterior variance k(x,x) − k_xT (K_TT + λI)⁻¹ k_Tx
+(k = φᵀφ′) summed over rows.
+
+Determinism across ranks (§6): each *batch* of training rows gives a float64 partial Gram
+(:func:`gram_partial`); partials are added in increasing batch index
+(:func:`sum_partials`), so any distribution of batches over ranks that gathers all
+partials yields a bitwise-identical Λ. Everything here is pure torch, float64 for Λ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "GramPartial",
+    "Precision",
+    "PrecisionAccumulator",
+    "as_rows",
+    "build_precision",
+    "cholesky_with_jitter",
+    "gram_partial",
+    "posterior_variance",
+    "sum_partials",
+]
+
+DEFAULT_REL_LAMBDA = 1e-3
+
+
+def as_rows(x: Tensor, name: str = "features") -> Tensor:
+    """View (n, p) or (n, rows, p) features as (n, rows, p); rejects other ranks/non-finite."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+    elif x.dim() != 3:
+        raise ValueError(f"{name} must have shape (n, p) or (n, rows, p), got {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} has feature dimension p = 0")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    return x
+
+
+@dataclass(frozen=True)
+class GramPartial:
+    """Partial sum of training rows: ``gram`` = Σ φφᵀ (p, p) float64 over ``n_rows`` rows."""
+
+    gram: Tensor
+    n_rows: int
+
+    @property
+    def p(self) -> int:
+        return int(self.gram.shape[0])
+
+    @property
+    def trace(self) -> float:
+        return float(self.gram.diagonal().sum())
+
+
+def gram_partial(rows: Tensor) -> GramPartial:
+    """Float64 ΦᵀΦ of one batch. rows: (n, p) or (n, r, p) → GramPartial over n·r rows."""
+    phi = as_rows(rows, "training rows")
+    phi = phi.reshape(-1, phi.shape[-1]).to(torch.float64)
+    return GramPartial(gram=phi.T @ phi, n_rows=int(phi.shape[0]))
+
+
+def _fold(acc: Tensor | None, part: GramPartial) -> Tensor:
+    """acc + part.gram (the single addition rule used by every summation path)."""
+    return part.gram.clone() if acc is None else acc.add_(part.gram)
+
+
+def sum_partials(partials: Iterable[tuple[int, GramPartial]]) -> GramPartial:
+    """Sum (batch_index, partial) pairs in increasing batch index, whatever the input order.
+
+    Bitwise identical for any sharding of the batches over ranks. Raises ValueError on an
+    empty input, duplicate batch indices or mismatched p.
+    """
+    items = sorted(partials, key=lambda item: int(item[0]))
+    if not items:
+        raise ValueError("sum_partials needs at least one (batch_index, partial)")
+    idx = [int(i) for i, _ in items]
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"duplicate batch indices in partial sums: {sorted(idx)}")
+    p = items[0][1].p
+    acc = _fold(None, items[0][1])
+    n_rows = items[0][1].n_rows
+    for _, part in items[1:]:
+        if part.p != p:
+            raise ValueError(f"partial sums have different p: {p} and {part.p}")
+        acc = _fold(acc, part)
+        n_rows += part.n_rows
+    return GramPartial(gram=acc, n_rows=n_rows)
+
+
+class PrecisionAccumulator:
+    """Adds float64 ΦᵀΦ batch by batch in batch-index order.
+
+    ``keep_partials=False`` (one process): batches must arrive in strictly increasing index
+    and are folded at once (memory p²). ``keep_partials=True`` (one rank of several): each
+    batch's partial is kept for an all-gather; :func:`sum_partials` over all ranks' partials
+    equals the one-process running sum bitwise.
+    """
+
+    def __init__(self, p: int, keep_partials: bool = False) -> None:
+        if p <= 0:
+            raise ValueError(f"p must be positive, got {p}")
+        self.p = p
+        self.keep_partials = keep_partials
+        self._parts: dict[int, GramPartial] = {}
+        self._acc: Tensor | None = None
+        self._n_rows = 0
+        self._last = -1
+
+    def add(self, batch_index: int, rows: Tensor) -> GramPartial:
+        """Add one batch. rows: (n, p) or (n, r, p). Returns the batch's partial."""
+        part = gram_partial(rows)
+        if part.p != self.p:
+            raise ValueError(f"rows have p = {part.p}, accumulator expects {self.p}")
+        b = int(batch_index)
+        if self.keep_partials:
+            if b in self._parts:
+                raise ValueError(f"batch {b} added twice")
+            self._parts[b] = part
+        else:
+            if b <= self._last:
+                raise ValueError(f"batch {b} after batch {self._last}: indices must increase")
+            self._acc = _fold(self._acc, part)
+            self._n_rows += part.n_rows
+            self._last = b
+        return part
+
+    def partials(self) -> list[tuple[int, GramPartial]]:
+        """The kept (batch_index, partial) pairs in batch order (keep_partials=True only)."""
+        if not self.keep_partials:
+            raise ValueError("partials are only kept with keep_partials=True")
+        return sorted(self._parts.items())
+
+    def total(self) -> GramPartial:
+        """Sum over the batches seen (zeros if none)."""
+        if self.keep_partials:
+            if self._parts:
+                return sum_partials(self._parts.items())
+        elif self._acc is not None:
+            return GramPartial(gram=self._acc.clone(), n_rows=self._n_rows)
+        return GramPartial(gram=torch.zeros(self.p, self.p, dtype=torch.float64), n_rows=0)
+
+    def precision(self, rel_lambda: float = DEFAULT_REL_LAMBDA) -> "Precision":
+        return build_precision(self.total(), rel_lambda=rel_lambda)
+
+
+def cholesky_with_jitter(a: Tensor, max_tries: int = 8) -> tuple[Tensor, float]:
+    """Lower Cholesky factor of symmetric a (p, p) float64, adding jitter·I on failure.
+
+    Jitter starts at 1e-12 · mean(diag) and grows 10× per try. Returns (L, jitter added).
+    Raises ValueError on non-finite input, torch.linalg.LinAlgError if every try fails.
+    """
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError("matrix to factor contains non-finite values")
+    p = a.shape[0]
+    eye = torch.eye(p, dtype=a.dtype, device=a.device)
+    scale = float(a.diagonal().abs().mean()) if p else 1.0
+    base = 1e-12 * (scale if scale > 0 else 1.0)
+    jitter = 0.0
+    for attempt in range(max_tries + 1):
+        chol, info = torch.linalg.cholesky_ex(a + jitter * eye if jitter else a)
+        if int(info) == 0:
+            return chol, jitter
+        jitter = base * 10.0**attempt
+    raise torch.linalg.LinAlgError(
+        f"Cholesky of Λ = ΦᵀΦ + λI (p={p}, mean diagonal {scale:.3e}) failed even with "
+        f"jitter {jitter / 10:.3e}; features are badly scaled or λ is far too small"
+    )
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Factored Λ = G + λI: ``chol`` (p, p) float64 lower, ``lam`` the λ used in PV."""
+
+    chol: Tensor
+    lam: float
+    n_rows: int
+    trace: float
+    jitter: float = 0.0
+
+    @property
+    def p(self) -> int:
+        return int(self.chol.shape[0])
+
+    def whiten(self, phi: Tensor) -> Tensor:
+        """ψ = √λ L⁻¹ φ for each trailing row. phi: (..., p) → (..., p) float64."""
+        if phi.shape[-1] != self.p:
+            raise ValueError(f"features have p = {phi.shape[-1]}, precision has p = {self.p}")
+        flat = phi.reshape(-1, self.p).to(device=self.chol.device, dtype=torch.float64)
+        # ψᵀ = φᵀ L⁻ᵀ: one right-sided triangular solve for the whole chunk.
+        psi = torch.linalg.solve_triangular(self.chol.T, flat, upper=True, left=False)
+        return (psi * math.sqrt(self.lam)).reshape(phi.shape)
+
+    def score(self, rows: Tensor) -> Tensor:
+        """PV of a chunk. rows: (n, p) or (n, r, p) → (n,) float64, Σ_r ‖ψ_r‖²."""
+        phi = as_rows(rows, "pool rows")
+        if phi.shape[-1] != self.p:
+            raise ValueError(f"pool rows have p = {phi.shape[-1]}, precision has p = {self.p}")
+        n, r, p = phi.shape
+        flat = phi.reshape(n * r, p).to(device=self.chol.device, dtype=torch.float64)
+        y = torch.linalg.solve_triangular(self.chol.T, flat, upper=True, left=False)
+        return y.square().sum(dim=1).reshape(n, r).sum(dim=1) * self.lam
+
+    def whiten_vectors(self, vectors: Tensor) -> Tensor:
+        """Whiten LCMD vectors made of q stacked p-blocks ([√w_E φ_E, √w_F φ_F]: q = 2).
+
+        vectors: (n, q·p) or (n, q, p) → (n, q·p) float64.
+        """
+        ok3 = vectors.dim() == 3 and vectors.shape[-1] == self.p
+        ok2 = vectors.dim() == 2 and vectors.shape[-1] % self.p == 0
+        if not (ok2 or ok3) or vectors.shape[-1] == 0:
+            raise ValueError(f"LCMD vectors {tuple(vectors.shape)} are not (n, q·{self.p})")
+        n = vectors.shape[0]
+        return self.whiten(vectors.reshape(n, -1, self.p)).reshape(n, -1)
+
+
+def build_precision(
+    total: GramPartial,
+    rel_lambda: float = DEFAULT_REL_LAMBDA,
+    lam: float | None = None,
+    max_jitter_tries: int = 8,
+) -> Precision:
+    """Factor Λ = G + λI; λ = lam if given (absolute) else rel_lambda · tr(G)/n_rows.
+
+    With no training rows (or tr(G) = 0) λ = 1 when not given: PV is then the prior
+    variance ‖φ‖², whatever λ. Raises ValueError on λ ≤ 0 or a non-finite Gram.
+    """
+    gram = total.gram
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError("training Gram matrix contains non-finite values")
+    trace = total.trace
+    if lam is None:
+        if rel_lambda <= 0 or not math.isfinite(rel_lambda):
+            raise ValueError(f"rel_lambda must be positive and finite, got {rel_lambda}")
+        lam = rel_lambda * trace / total.n_rows if total.n_rows and trace > 0 else 1.0
+    lam = float(lam)
+    if not (lam > 0 and math.isfinite(lam)):
+        raise ValueError(f"lambda must be positive and finite, got {lam}")
+    eye = torch.eye(total.p, dtype=torch.float64, device=gram.device)
+    chol, jitter = cholesky_with_jitter(gram + lam * eye, max_jitter_tries)
+    return Precision(chol=chol, lam=lam, n_rows=total.n_rows, trace=trace, jitter=jitter)
+
+
+def posterior_variance(pool: Tensor, train: Tensor, lam: float) -> Tensor:
+    """PV = lam · Σ_rows φᵀ(ΦᵀΦ + lam·I)⁻¹φ for each pool item, float64.
+
+    pool: (n_pool, p) or (n_pool, rows, p); train: (n_train, p) or (n_train, rows, p),
+    Φ = all training rows; lam > 0 absolute. Returns (n_pool,) float64. With
+    n_train = 0 the result is the prior variance Σ_rows ‖φ‖².
+    """
+    pool_rows = as_rows(pool, "pool")
+    train_rows = as_rows(train, "train")
+    if pool_rows.shape[-1] != train_rows.shape[-1]:
+        raise ValueError(
+            f"pool p = {pool_rows.shape[-1]} does not match train p = {train_rows.shape[-1]}"
+        )
+    try:
+        lam_f = float(lam)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"lam must be a positive finite number, got {lam!r}") from None
+    if not (lam_f > 0 and math.isfinite(lam_f)):
+        raise ValueError(f"lam must be a positive finite number, got {lam!r}")
+    precision = build_precision(gram_partial(train_rows), lam=lam_f)
+    return precision.score(pool_rows)

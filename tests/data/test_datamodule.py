@@ -1,0 +1,93 @@
+"""ActiveDataModule: add / state round trip, samplers, hidden pool labels."""
+
+import numpy as np
+import pytest
+import torch
+
+from al_lightning import keys as K
+from al_lightning.data.datamodule import ActiveDataModule, ShardSampler, ShuffleShardSampler
+from al_lightning.data.io import read_structures
+from al_lightning.model.mace import z_table_from
+
+
+@pytest.fixture
+def dm(tiny_spec, tiny_paths):
+    d = ActiveDataModule(emt=tiny_spec, batch_size=4, eval_batch_size=5)
+    d.setup()
+    d.attach(z_table_from(d.elements()), 4.0)
+    return d
+
+
+def test_add_and_state_round_trip(dm, tiny_paths):
+    pool = read_structures(tiny_paths["pool"])
+    ids = [7, 3, 21]
+    dm.add(ids, [pool[i] for i in ids])
+    dm.round = 2
+    dm.excluded_ids.add(5)
+    assert len(dm.labeled_structures()) == 12 + 3
+    assert set(ids) | {5} == set(range(60)) - set(dm.candidate_ids().tolist())
+    state = dm.state_dict()
+    fresh = ActiveDataModule(emt=dm.emt)
+    fresh.load_state_dict(state)
+    assert fresh.round == 2 and fresh.labeled_ids == ids and fresh.excluded_ids == {5}
+    for a, b in zip(fresh.added, dm.added):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.arrays[K.REF_FORCES], b.arrays[K.REF_FORCES])
+        assert a.info[K.REF_ENERGY] == b.info[K.REF_ENERGY]
+        np.testing.assert_array_equal(a.get_tags(), b.get_tags())
+        assert a.constraints[0].get_indices().tolist() == b.constraints[0].get_indices().tolist()
+
+
+def test_add_refuses_bad_input(dm, tiny_paths):
+    pool = read_structures(tiny_paths["pool"])
+    with pytest.raises(ValueError, match="2 ids but 1 structures"):
+        dm.add([1, 2], [pool[1]])
+    with pytest.raises(ValueError, match="duplicate ids"):
+        dm.add([1, 1], [pool[1], pool[1]])
+    with pytest.raises(ValueError, match="out of range"):
+        dm.add([60], [pool[0]])
+    dm.add([4], [pool[4]])
+    with pytest.raises(ValueError, match="already labeled"):
+        dm.add([4], [pool[4]])
+    unlabeled = pool[6].copy()
+    del unlabeled.info[K.REF_ENERGY]
+    with pytest.raises(ValueError, match="label of pool id 6: no energy label"):
+        dm.add([6], [unlabeled])
+    assert dm.labeled_ids == [4]  # nothing half-added
+
+
+def test_pool_graphs_hide_labels_and_carry_ids(dm):
+    batch = next(iter(dm.pool_dataloader([9, 2, 30])))
+    assert batch[K.STRUCTURE_ID].tolist() == [9, 2, 30]
+    assert torch.all(batch[K.ENERGY_WEIGHT] == 0) and torch.all(batch[K.FORCES_WEIGHT] == 0)
+    assert torch.all(batch[K.FORCES] == 0)
+
+
+def test_eval_shards_are_disjoint_and_cover_without_padding():
+    for n, world in [(10, 3), (7, 2), (2, 4)]:
+        shards = [list(ShardSampler(n, r, world)) for r in range(world)]
+        flat = sorted(i for s in shards for i in s)
+        assert flat == list(range(n))
+        assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+
+
+def test_train_sampler_equal_counts_per_rank_and_seeded():
+    n, world = 11, 2
+    shards = [ShuffleShardSampler(n, seed=5, rank=r, world=world) for r in range(world)]
+    lists = [list(s) for s in shards]
+    assert len(lists[0]) == len(lists[1]) == 6
+    assert set(lists[0]) | set(lists[1]) == set(range(n))
+    assert lists == [list(ShuffleShardSampler(n, seed=5, rank=r, world=world)) for r in range(world)]
+    shards[0].set_epoch(1)
+    assert list(shards[0]) != lists[0]
+
+
+def test_constructor_validation(tmp_path):
+    with pytest.raises(ValueError, match="lacks required split"):
+        ActiveDataModule(files={"initial": "a.xyz"})
+    with pytest.raises(ValueError, match="either 'emt' or 'files'"):
+        from al_lightning.data.synthetic import EMTCatalysisSpec
+
+        ActiveDataModule(emt=EMTCatalysisSpec(), files={"initial": "a", "val": "b"})
+    d = ActiveDataModule(files={"initial": str(tmp_path / "a.xyz"), "val": str(tmp_path / "b.xyz")})
+    assert [p.name for p in d.missing_files()] == ["a.xyz", "b.xyz"]

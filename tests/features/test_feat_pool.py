@@ -1,0 +1,51 @@
+"""pool_step: ids, √w-scaled rows, LCMD vectors, energies/forces of the same forward."""
+
+import pytest
+import torch
+
+from al_lightning.features import FeatureSpec, TensorSketch, compute_features, ef_rows, lcmd_vector, pool_step
+
+
+def test_ntk_ef_direction(model, batch, brute, data_list):
+    we, wf = 4.0, 9.0
+    out = pool_step(model, batch, FeatureSpec("ntk_ef"), w_energy=we, w_forces=wf)
+    f = compute_features(model, batch, "readouts", force_mode="direction")
+    assert out.ids.tolist() == list(range(100, 108)) and out.ids.dtype == torch.long
+    assert out.rows.shape == (8, 2, 152) and out.lcmd.shape == (8, 304)
+    assert torch.allclose(out.rows[:, 0], 2.0 * f.phi_e, rtol=0, atol=1e-15)
+    assert torch.allclose(out.rows[:, 1], 3.0 * f.direction, rtol=0, atol=1e-15)
+    assert torch.allclose(out.lcmd, torch.cat([2.0 * f.phi_e, 3.0 * f.direction], 1), rtol=0, atol=1e-15)
+    ref = model(brute.to_batch(data_list), compute_force=True)
+    assert torch.allclose(out.energy, ref["energy"], rtol=0, atol=1e-13)
+    assert torch.allclose(out.forces, ref["forces"], rtol=0, atol=1e-13)
+
+
+def test_probe_rows_and_fallback_ids(model, batch):
+    b = {k: v for k, v in batch.items() if k != "structure_id"}
+    out = pool_step(model, b, FeatureSpec("ntk_f", force_mode="probes", n_probes=3, seed=2), w_forces=4.0)
+    assert out.ids.tolist() == list(range(8))
+    ref = compute_features(model, b, energy=False, force_mode="probes", n_probes=3, seed=2, direction=True)
+    assert torch.allclose(out.rows, 2.0 * ref.force_rows, rtol=0, atol=1e-15)
+    assert torch.allclose(out.lcmd, 2.0 * ref.direction, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind,dim", [("ntk_e", 152), ("activation", 16), ("descriptor", 16)])
+def test_other_kinds(model, batch, kind, dim):
+    out = pool_step(model, batch, FeatureSpec(kind))
+    assert out.rows.shape == (8, 1, dim) and out.lcmd.shape == (8, dim)
+    assert torch.equal(out.rows[:, 0], out.lcmd)
+
+
+def test_sketched_spec(model, batch):
+    out = pool_step(model, batch, FeatureSpec("ntk_ef", params="readouts+products", sketch=TensorSketch(32)))
+    assert out.rows.shape == (8, 2, 32) and out.lcmd.shape == (8, 64)
+
+
+def test_helpers_and_validation():
+    e, f = torch.ones(2, 3), torch.ones(2, 4, 3)
+    assert ef_rows(e, f, 4.0, 1.0).shape == (2, 5, 3) and ef_rows(e, f, 4.0)[0, 0, 0] == 2.0
+    assert lcmd_vector(e, None, 9.0).tolist() == [[3.0] * 3] * 2
+    with pytest.raises(ValueError):
+        FeatureSpec("ntk_x")
+    with pytest.raises(ValueError):
+        FeatureSpec(force_mode="hutch")

@@ -1,0 +1,70 @@
+"""CLI: dry run, missing data, bad options — each one clear line and exit status 2."""
+
+from pathlib import Path
+
+import pytest
+from ase.io import write
+
+from al_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def _files_config(tmp_path, tiny_paths, drop=None):
+    files = {s: str(p) for s, p in tiny_paths.items()}
+    if drop:
+        files[drop] = str(tmp_path / f"missing_{drop}.extxyz")
+    return ["--data.emt", "null", "--data.files", "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}"]
+
+
+def test_dry_run_ok(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run OK" in out and "pool" in out
+    assert not (tmp_path / "logs").exists()  # a dry run writes nothing
+
+
+def test_dry_run_with_files(tmp_path, monkeypatch, capsys, tiny_paths):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths), "--dry_run"]) == 0
+    assert "'pool': 60" in capsys.readouterr().out
+
+
+def test_dry_run_names_the_missing_file(tmp_path, monkeypatch, capsys, tiny_paths):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths, drop="pool"), "--dry_run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"al-lightning: error: data file for split 'pool' not found: {tmp_path / 'missing_pool.extxyz'}"
+
+
+def test_malformed_data_file_is_one_line(tmp_path, monkeypatch, capsys, tiny_paths):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "val.extxyz"
+    bad.write_text("3\nProperties=species:S:1:pos:R:3\nH 0 0 0\n")
+    files = {s: str(p) for s, p in tiny_paths.items()}
+    files["val"] = str(bad)
+    args = ["--data.emt", "null", "--data.files", "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}"]
+    assert main(["fit", "-c", SMOKE, *args, "--dry_run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("al-lightning: error: ") and str(bad) in err and "record 0: truncated" in err
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--campaign.budget=0", "campaign.budget must be >= 1"),
+    ("--campaign.rounds=-1", "campaign.rounds must be >= 0"),
+    ("--model.loss=l1", "model loss must be 'mse' or 'huber'"),
+    ("--model.model.hidden_irreps=8x0q", "is not valid e3nn irreps"),
+    ("--campaign.strategy=magic", "campaign strategy 'magic' unknown"),
+])
+def test_bad_values(tmp_path, monkeypatch, capsys, option, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "-c", SMOKE, option, "--dry_run"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err[-500:]
+
+
+def test_unknown_option_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, "--campaign.budgett=3"]) == 2
