@@ -190,17 +190,18 @@ def targets_met(st: dict) -> Dict[str, bool]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 slabs, 3 rounds")
-    ap.add_argument("--n-slabs", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny model only, 2 slabs, 3 rounds")
+    ap.add_argument("--n-slabs", type=int, default=2, help="structures per batch")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     ap.add_argument("--models", default="tiny,medium_like")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = ap.parse_args()
     n, rounds = (2, 3) if args.quick else (args.n_slabs, args.rounds)
+    models = ["tiny"] if args.quick else args.models.split(",")
     dtype = getattr(torch, args.dtype)
     report = {"device": args.device, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
-              "models": {m: run_model(m, n, rounds, args.device, dtype) for m in args.models.split(",")}}
+              "models": {m: run_model(m, n, rounds, args.device, dtype) for m in models}}
     print(json.dumps(report, indent=2))
 
 

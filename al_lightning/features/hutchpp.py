@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from al_lightning.features.ntk import batch_dict, energy_backward, forward_pass
+from al_lightning.features.ntk import batch_dict, energy_backward, forward_pass, grad_mode
 from al_lightning.features.params import resolve_params
 from al_lightning.features.perturb import Padding, pad_nodes, unpad_nodes
 
@@ -71,8 +71,9 @@ class ForceOperators(NamedTuple):
 
 def force_matvecs(model: torch.nn.Module, batch: Any, params: Any = "readouts") -> ForceOperators:
     """Jᵀ and J products of the force Jacobian J_g = ∂F_g/∂θ_S from one forward (kept alive)."""
-    data, subset = batch_dict(batch), resolve_params(model, params)
-    with torch.enable_grad():
+    subset = resolve_params(model, params)
+    with grad_mode():
+        data = batch_dict(batch)
         ps = forward_pass(model, data, subset)
         forces, _ = energy_backward(ps, with_leaves=False, create_graph=True)
         u0 = torch.zeros_like(forces, requires_grad=True)
@@ -82,12 +83,12 @@ def force_matvecs(model: torch.nn.Module, batch: Any, params: Any = "readouts") 
 
     def jt(u: Tensor) -> Tensor:
         v = unpad_nodes(u.reshape(pad.n_graphs, pad.n_max, 3), pad)
-        with torch.enable_grad():
+        with grad_mode():
             g = torch.autograd.grad((forces * v).sum(), leaves, retain_graph=True, allow_unused=True)
         return ps.pert.collect(g).detach()
 
     def j(w: Tensor) -> Tensor:
-        with torch.enable_grad():
+        with grad_mode():
             s = sum((ai * wi).sum() for ai, wi in zip(a, w.split(sizes, dim=1)) if ai is not None)
             g = torch.autograd.grad(s, u0, retain_graph=True, allow_unused=True)[0]
         g = torch.zeros_like(forces) if g is None else g

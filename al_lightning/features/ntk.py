@@ -18,14 +18,15 @@ a parameter subset (preset name, names / fnmatch patterns, or a ``ParamSubset``;
 Structure ids are read from ``batch["structure_id"]`` (LongTensor (G,), global pool ids)
 and default to ``arange(G)``. The model is called as ``model(data, training=False,
 compute_force=False)`` with a shallow copy of the batch whose positions are a fresh leaf:
-the caller's batch and the model are not modified. Gradients are enabled internally; under
-Lightning use ``Trainer(inference_mode=False)`` (TRAPS).
+the caller's batch and the model are not modified. Gradients are enabled internally, also
+under ``torch.no_grad`` / ``torch.inference_mode`` (inference-tensor batches are cloned),
+so Lightning's default ``predict`` works; ``Trainer(inference_mode=False)`` avoids the copy.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterable, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -76,8 +77,18 @@ class _Pass(NamedTuple):
 
 
 def batch_dict(batch: Any) -> Dict[str, Tensor]:
-    """mace ``Batch`` or dict -> a shallow dict copy."""
-    return dict(batch.to_dict() if hasattr(batch, "to_dict") else batch)
+    """mace ``Batch`` or dict -> a shallow dict copy; inference tensors (made under
+    ``torch.inference_mode``, e.g. Lightning's predict) are cloned into normal ones —
+    call inside ``grad_mode()``."""
+    d = dict(batch.to_dict() if hasattr(batch, "to_dict") else batch)
+    return {k: v.clone() if isinstance(v, Tensor) and v.is_inference() else v for k, v in d.items()}
+
+
+@contextlib.contextmanager
+def grad_mode() -> Iterator[None]:
+    """Autograd on, even inside ``torch.no_grad`` or ``torch.inference_mode``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def structure_ids(data: Dict[str, Tensor], n_graphs: int) -> Tensor:
@@ -179,10 +190,12 @@ def compute_features(
     """
     if activation_source not in SOURCES:
         raise ValueError(f"activation_source must be one of {SOURCES}")
-    data = batch_dict(batch)
+    if force_mode is not None and force_mode not in FORCE_MODES:
+        raise ValueError(f"force mode must be one of {FORCE_MODES}, got {force_mode!r}")
     want_f = force_mode is not None or direction
     subset = resolve_params(model, params) if (energy or want_f) else None
-    with torch.enable_grad():
+    with grad_mode():
+        data = batch_dict(batch)
         p = forward_pass(model, data, subset, sketch, activation is not None)
         ids = structure_ids(data, p.pad.n_graphs)
         forces, grads = energy_backward(p, energy, create_graph=want_f)

@@ -1,6 +1,5 @@
 """Streaming top-K, shard merging and the chunked PV driver (DESIGN §5, §6)."""
 
-import gc
 import weakref
 
 import pytest
@@ -85,7 +84,6 @@ def _chunk_stream(train_p: int, n_chunks: int, size: int, rows: int, alive: list
     """Generator of (ids, rows, vectors); records how many chunks are alive at each creation."""
     g = torch.Generator().manual_seed(1)
     for c in range(n_chunks):
-        gc.collect()
         alive.append(sum(r() is not None for r in refs))
         feats = torch.randn(size, rows, train_p, generator=g)
         vecs = torch.randn(size, 2 * train_p, generator=g)

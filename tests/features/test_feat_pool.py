@@ -49,3 +49,18 @@ def test_helpers_and_validation():
         FeatureSpec("ntk_x")
     with pytest.raises(ValueError):
         FeatureSpec(force_mode="hutch")
+
+
+def test_mace_batch_object_and_inference_mode(model, data_list, batch):
+    """A mace ``Batch`` (not a dict) built under inference_mode, as Lightning's predict does."""
+    from mace.tools.torch_geometric.batch import Batch
+
+    ref = pool_step(model, batch, FeatureSpec("ntk_ef"))
+    with torch.inference_mode():
+        b = Batch.from_data_list(list(data_list))
+        b.structure_id = torch.arange(100, 108)
+        out = pool_step(model, b, FeatureSpec("ntk_ef"))
+    assert out.ids.tolist() == list(range(100, 108))
+    assert torch.allclose(out.rows, ref.rows, rtol=0, atol=1e-14)
+    with torch.no_grad():
+        assert torch.allclose(pool_step(model, batch, FeatureSpec("ntk_ef")).rows, ref.rows, rtol=0, atol=1e-14)
