@@ -76,7 +76,10 @@ class ALLightningCLI(LightningCLI):
 
 
 def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignConfig) -> None:
-    """Check data files and the foundation file; raise DataError naming what is missing."""
+    """Check data files, the foundation file and strategy options; raise naming what is wrong."""
+    from al_lightning.acquisition.strategies import make_strategy
+
+    make_strategy(campaign.strategy, **campaign.strategy_kwargs)
     missing = datamodule.missing_files()
     if missing:
         split = next(s for s, p in datamodule.split_paths().items() if p == missing[0])

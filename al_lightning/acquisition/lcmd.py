@@ -152,7 +152,7 @@ def _add_train_centres(state: _State, t: Tensor, block_elems: int) -> None:
         d2 = _sq_dists(state, t[s : s + m])
         arg = torch.argmin(d2, dim=1)  # first (earliest) centre on ties
         best = d2.gather(1, arg[:, None]).squeeze(1)
-        upd = best <= state.min_sq
+        upd = best < state.min_sq
         state.min_sq = torch.where(upd, best, state.min_sq)
         state.assign = torch.where(upd, arg + state.n_centres, state.assign)
         state.n_centres += d2.shape[1]

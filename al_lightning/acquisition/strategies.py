@@ -8,37 +8,42 @@ pool pass); the campaign broadcasts rank 0's answer. Strategies are deterministi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Type
 
 import numpy as np
+import torch
+
+from al_lightning.acquisition.distributed import Comm
 
 
 @dataclass
 class AcquisitionContext:
-    """What a strategy may use. ``candidates``: sorted pool ids still selectable."""
+    """What a strategy may use. ``candidates``: sorted pool ids still selectable.
 
-    trainer: Any
+    ``comm`` carries rank / world size and the collectives (one process: the default);
+    ``device`` is where feature passes run (the trainer's root device).
+    """
+
     module: Any
     datamodule: Any
     round: int
     seed: int
     budget: int
     candidates: np.ndarray
+    comm: Comm = field(default_factory=Comm)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    @property
-    def rank(self) -> int:
-        return int(self.trainer.global_rank)
-
-    @property
-    def world(self) -> int:
-        return int(self.trainer.world_size)
+    @classmethod
+    def from_trainer(cls, trainer, **kwargs: Any) -> "AcquisitionContext":
+        return cls(comm=Comm.from_trainer(trainer), device=trainer.strategy.root_device, **kwargs)
 
 
 class Strategy(ABC):
     """Picks ``ctx.budget`` ids out of ``ctx.candidates``."""
 
     name = "strategy"
+    diagnostics: Dict[str, Any] = {}
 
     @abstractmethod
     def select(self, ctx: AcquisitionContext) -> np.ndarray:
@@ -55,11 +60,27 @@ class RandomStrategy(Strategy):
         return np.sort(rng.choice(ctx.candidates, size=ctx.budget, replace=False)).astype(np.int64)
 
 
-STRATEGIES: Dict[str, Type[Strategy]] = {"random": RandomStrategy}
+STRATEGY_NAMES = ("random", "pv_topb", "pv_lcmd", "lcmd", "committee_e", "committee_f")
+STRATEGIES = STRATEGY_NAMES  # kept for callers that check membership
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """Strategy by its DESIGN §5 name (clear error listing the known ones)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"campaign strategy {name!r} unknown; available: {sorted(STRATEGIES)}")
-    return STRATEGIES[name](**kwargs)
+    """Strategy by its DESIGN §5 name; ``kwargs`` are its options (clear errors for unknown ones)."""
+    import inspect
+
+    from al_lightning.acquisition.committee import CommitteeStrategy
+    from al_lightning.acquisition.pv import PVStrategy
+
+    factories = {"random": RandomStrategy, "pv_topb": lambda **kw: PVStrategy(mode="pv_topb", **kw),
+                 "pv_lcmd": lambda **kw: PVStrategy(mode="pv_lcmd", **kw),
+                 "lcmd": lambda **kw: PVStrategy(mode="lcmd", **kw),
+                 "committee_e": lambda **kw: CommitteeStrategy(target="energy", **kw),
+                 "committee_f": lambda **kw: CommitteeStrategy(target="forces", **kw)}
+    if name not in factories:
+        raise ValueError(f"campaign strategy {name!r} unknown; available: {list(STRATEGY_NAMES)}")
+    cls = {"random": RandomStrategy, "committee_e": CommitteeStrategy, "committee_f": CommitteeStrategy}.get(name, PVStrategy)
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "mode", "target"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"campaign.strategy_kwargs {unknown} not options of {name!r}; allowed: {sorted(allowed)}")
+    return factories[name](**kwargs)

@@ -100,3 +100,29 @@ def log_round_metrics(tb_dir: Path, round_: int, n_labeled: int, metrics: Dict[s
             writer.add_scalar(f"labels/{k}", v, n_labeled)
     finally:
         writer.close()
+
+
+def log_diagnostics(tb_dir: Path, round_: int, diagnostics: Dict) -> None:
+    """A strategy's per-round diagnostics: scalars, value histograms, pre-binned histograms."""
+    if not diagnostics:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tb_dir))
+    try:
+        for k, v in diagnostics.get("scalars", {}).items():
+            if np.isfinite(v):
+                writer.add_scalar(f"acquisition/{k}", v, round_)
+        for k, v in diagnostics.get("histograms", {}).items():
+            if len(v):
+                writer.add_histogram(f"acquisition/{k}", np.asarray(v), round_)
+        for k, (edges, counts) in diagnostics.get("raw_histograms", {}).items():
+            if counts.sum():
+                centres = 0.5 * (edges[1:] + edges[:-1])
+                writer.add_histogram_raw(f"acquisition/{k}_log10", min=float(edges[0]), max=float(edges[-1]),
+                                         num=int(counts.sum()), sum=float((centres * counts).sum()),
+                                         sum_squares=float((centres ** 2 * counts).sum()),
+                                         bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
+                                         global_step=round_)
+    finally:
+        writer.close()

@@ -131,7 +131,7 @@ class Campaign:
         if r > 0 and not self.cfg.warm_start:
             self.module.reset_weights()
         n_labeled = len(self.dm.labeled_structures())
-        self.selected = []
+        self.selected, self.acquire_seconds = [], 0.0
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         trainer = self.make_trainer(r, logger, [AcquisitionCallback(self)])
         t0 = time.perf_counter()
@@ -141,7 +141,8 @@ class Campaign:
         trainer.test(self.module, datamodule=self.dm, verbose=False)
         metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
         record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in self.selected],
-                  "metrics": metrics, "fit_seconds": round(t_fit, 2)}
+                  "metrics": metrics, "fit_seconds": round(t_fit, 2),
+                  "acquire_seconds": round(self.acquire_seconds, 2)}
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
@@ -152,9 +153,14 @@ class Campaign:
         r = self.dm.round
         if r >= self.cfg.rounds:
             return
-        ctx = AcquisitionContext(trainer=trainer, module=module, datamodule=self.dm, round=r,
-                                 seed=self.cfg.seed, budget=self.cfg.budget, candidates=self.dm.candidate_ids())
+        ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=self.dm, round=r,
+                                              seed=self.cfg.seed, budget=self.cfg.budget,
+                                              candidates=self.dm.candidate_ids())
+        t0 = time.perf_counter()
         ids = np.asarray(trainer.strategy.broadcast(self.strategy.select(ctx), src=0), dtype=np.int64)
+        self.acquire_seconds = time.perf_counter() - t0
+        if trainer.is_global_zero:
+            outputs.log_diagnostics(self.dir / "tb" / "rounds", r, getattr(self.strategy, "diagnostics", {}))
         labeled = None
         if trainer.is_global_zero:
             labeled = self._label(r, ids)

@@ -250,6 +250,10 @@ class ActiveDataModule(pl.LightningDataModule):
 
         return self._graphs(unlabeled, len(f))
 
+    def batch_loader(self, dataset, batches: List[List[int]]) -> DataLoader:
+        """Loader yielding exactly the given index batches of ``dataset``, in order."""
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers)
+
     def pool_dataloader(self, ids: Iterable[int], batch_size: Optional[int] = None) -> DataLoader:
         """Loader over the given pool ids, in the given order (the caller shards)."""
         ids = list(ids)

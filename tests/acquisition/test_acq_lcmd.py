@@ -113,3 +113,23 @@ def test_lcmd_validation():
     with pytest.raises(ValueError, match="unique"):
         select_lcmd_ids(torch.tensor([1, 1]), torch.randn(2, 3), 1)
     assert select_lcmd(pool, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("block_elems", [3, 1 << 20])
+def test_lcmd_point_equidistant_to_two_centres_joins_the_earliest(block_elems):
+    pool = torch.tensor([[3.0, 0.0], [0.0, 0.0], [-3.0, 0.0]], dtype=F64)
+    train = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=F64)
+    # (0,0) joins centre 0 → its cluster sums 4 + 1 > 4 → the farthest member (-3,0) first
+    got = select_lcmd(pool, 2, train, block_elems=block_elems).tolist()
+    assert got == reference_lcmd(pool, 2, train) == [2, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lcmd_float_duplicates_count_as_zero_distance(dtype):
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(20, 33, generator=g, dtype=F64) * 10 ** torch.randn(20, 1, generator=g)
+    pool = base[torch.randperm(60, generator=g) % 20].to(dtype)
+    got = select_lcmd(pool, 20).tolist()
+    assert len({tuple(pool[i].tolist()) for i in got}) == 20
+    with pytest.raises(ValueError, match="distinct"):
+        select_lcmd(pool, 21)

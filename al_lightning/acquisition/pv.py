@@ -1,0 +1,137 @@
+"""Posterior-variance strategies (DESIGN §5): ``pv_topb``, ``pv_lcmd`` (default), ``lcmd``.
+
+1. training rows of the labeled set → Λ (float64, batch-ordered sums) and LCMD centres;
+2. pool shards → PV scores → running top-K (K = B for ``pv_topb``, all candidates for
+   ``lcmd``, ``shortlist`` for ``pv_lcmd``) → merged on every rank;
+3. rank 0: top B (``pv_topb``) or LCMD of B on the shortlist ordered by id.
+Any feature kind of :mod:`al_lightning.features` (``ntk_e``, ``ntk_f``, ``ntk_ef``,
+``activation``, ``descriptor``); rows scaled by the training loss weights √w_E, √w_F.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from al_lightning.acquisition.lcmd import select_lcmd_ids
+from al_lightning.acquisition.pool_pass import (LogHistogram, PassSetup, pool_shortlist, split_calibration,
+                                                training_side)
+from al_lightning.acquisition.strategies import AcquisitionContext, Strategy
+from al_lightning.features import FEATURE_KINDS, FORCE_MODES, FeatureSpec, TensorSketch, resolve_params
+
+MODES = ("pv_topb", "pv_lcmd", "lcmd")
+
+
+class PVStrategy(Strategy):
+    """Feature-space posterior variance with a streaming shortlist and optional LCMD.
+
+    Args:
+        feature_kind: one of ``ntk_e``, ``ntk_f``, ``ntk_ef`` (default), ``activation``, ``descriptor``.
+        params: parameter subset of the NTK (preset ``readouts``, ``readouts+products``, or patterns).
+        pool_force_mode / pool_probes: force rows of pool structures (cheap: ``direction``).
+        train_force_mode / train_probes: force rows of the labeled set (``probes`` ≥ 16 or ``exact``).
+        rel_lambda: λ = rel_lambda · mean kernel diagonal of the training rows.
+        shortlist: K of ``pv_lcmd``. lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
+        batch_size: structures per feature batch. sketch_dim: tensor-sketch the NTK to this size.
+        calibration: log Spearman(PV, actual force error) on each test split.
+    """
+
+    def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef", params: Union[str, List[str]] = "readouts",
+                 pool_force_mode: str = "direction", pool_probes: int = 4, train_force_mode: str = "probes",
+                 train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: int = 50_000, lcmd_space: str = "raw",
+                 batch_size: int = 16, sketch_dim: Optional[int] = None, feature_seed: int = 0,
+                 calibration: bool = True) -> None:
+        checks = [(mode in MODES, f"mode must be one of {MODES}"),
+                  (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),
+                  (pool_force_mode in FORCE_MODES, f"pool_force_mode must be one of {FORCE_MODES}"),
+                  (train_force_mode in FORCE_MODES, f"train_force_mode must be one of {FORCE_MODES}"),
+                  (pool_probes >= 1 and train_probes >= 1, "pool_probes and train_probes must be >= 1"),
+                  (rel_lambda > 0, f"rel_lambda must be > 0, got {rel_lambda}"),
+                  (shortlist >= 1, f"shortlist must be >= 1, got {shortlist}"),
+                  (lcmd_space in ("raw", "whitened"), f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}"),
+                  (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
+                  (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"strategy {mode}: {msg}")
+        self.mode, self.name = mode, mode
+        self.feature_kind, self.params = feature_kind, params
+        self.pool_force_mode, self.pool_probes = pool_force_mode, pool_probes
+        self.train_force_mode, self.train_probes = train_force_mode, train_probes
+        self.rel_lambda, self.shortlist, self.lcmd_space = rel_lambda, shortlist, lcmd_space
+        self.batch_size, self.sketch_dim, self.feature_seed = batch_size, sketch_dim, feature_seed
+        self.calibration = calibration
+        self.diagnostics: Dict[str, Any] = {}
+        self.last_shard_ids: List[int] = []
+
+    def _k(self, ctx: AcquisitionContext) -> int:
+        n = len(ctx.candidates)
+        if ctx.budget > n:
+            raise ValueError(f"budget {ctx.budget} is larger than the {n} pool candidates left")
+        if self.mode == "pv_topb":
+            return ctx.budget
+        if self.mode == "lcmd":
+            return n
+        if self.shortlist < ctx.budget:
+            raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={ctx.budget}")
+        return min(self.shortlist, n)
+
+    def specs(self, net: torch.nn.Module):
+        """(training-side spec, pool-side spec) sharing one resolved parameter subset and sketch."""
+        ntk = self.feature_kind.startswith("ntk")
+        params = resolve_params(net, self.params) if ntk else self.params
+        sketch = TensorSketch(self.sketch_dim, seed=self.feature_seed) if (self.sketch_dim and ntk) else None
+        common = dict(kind=self.feature_kind, params=params, seed=self.feature_seed, sketch=sketch)
+        return (FeatureSpec(force_mode=self.train_force_mode, n_probes=self.train_probes, **common),
+                FeatureSpec(force_mode=self.pool_force_mode, n_probes=self.pool_probes, **common))
+
+    def select(self, ctx: AcquisitionContext) -> np.ndarray:
+        k = self._k(ctx)
+        net = ctx.module.net
+        home = next(net.parameters()).device
+        net.to(ctx.device)
+        try:
+            hp = ctx.module.hparams
+            setup = PassSetup(net, ctx.device, float(hp.energy_weight), float(hp.forces_weight), self.batch_size, ctx.comm)
+            train_spec, pool_spec = self.specs(net)
+            precision, train_lcmd, gram = training_side(setup, ctx.datamodule, train_spec, self.rel_lambda)
+            hist = LogHistogram()
+            top, self.last_shard_ids = pool_shortlist(setup, ctx.datamodule, ctx.candidates, pool_spec, precision,
+                                                      k, self.lcmd_space, hist)
+            ids = self._choose(top, train_lcmd, precision, ctx.budget, ctx.comm.rank)
+            self.diagnostics = self._diagnostics(ctx, setup, pool_spec, precision, gram, top, ids, hist)
+        finally:
+            net.to(home)
+        return ids
+
+    def _choose(self, top, train_lcmd, precision, budget: int, rank: int) -> np.ndarray:
+        if rank != 0:  # rank 0 decides; the campaign broadcasts its answer
+            return np.empty(0, dtype=np.int64)
+        if self.mode == "pv_topb":
+            return top.ids[:budget].numpy().astype(np.int64)
+        centres = train_lcmd if self.lcmd_space == "raw" else precision.whiten_vectors(train_lcmd)
+        vectors = top.vectors.to(torch.float64)
+        return select_lcmd_ids(top.ids, vectors, budget, train=centres if len(centres) else None).numpy()
+
+    def _diagnostics(self, ctx, setup, pool_spec, precision, gram, top, ids, hist) -> Dict[str, Any]:
+        counts = hist.merged(ctx.comm)
+        eig = torch.linalg.eigvalsh(gram.gram).clamp_min(0)
+        scalars = {"pv/lambda": precision.lam, "pv/effective_dimension": float((eig / (eig + precision.lam)).sum()),
+                   "pv/shortlist_threshold": float(top.scores.min()) if len(top) else float("nan"),
+                   "pv/pool_median": hist.median(counts)}
+        histograms = {}
+        if ctx.comm.rank == 0 and len(ids):
+            chosen = top.scores[torch.isin(top.ids, torch.as_tensor(ids))].numpy()
+            scalars["pv/selected_median"] = float(np.median(chosen))
+            histograms["pv/selected"] = chosen
+        if self.calibration:
+            from scipy.stats import spearmanr
+
+            for split in ctx.datamodule.test_splits:
+                pv, err = split_calibration(setup, ctx.datamodule, split, pool_spec, precision)
+                if len(pv) > 2:
+                    scalars[f"calibration/{split}/spearman_pv_force_error"] = float(spearmanr(pv, err).statistic)
+        return {"scalars": scalars, "histograms": histograms,
+                "raw_histograms": {"pv/pool": (hist.edges, counts)}}

@@ -1,0 +1,48 @@
+"""Oracles: stored labels and an ASE calculator agree on the EMT pool; clear errors."""
+
+import numpy as np
+import pytest
+from ase.io import write
+
+from al_lightning import keys as K
+from al_lightning.data.io import StructureFile
+from al_lightning.oracle import CalculatorOracle, OracleError, StoredLabelOracle
+
+
+def test_calculator_oracle_reproduces_stored_emt_labels(tiny_paths):
+    pool = StructureFile(tiny_paths["pool"], require_labels=False)
+    ids = [0, 17, 42]
+    unlabeled = []
+    for i in ids:
+        a = pool.raw(i)
+        a.info.pop(K.REF_ENERGY)
+        a.arrays.pop(K.REF_FORCES)
+        unlabeled.append(a)
+    stored = StoredLabelOracle(pool).label(ids, unlabeled)
+    computed = CalculatorOracle("ase.calculators.emt.EMT").label(ids, unlabeled)
+    for s, c in zip(stored, computed):
+        assert c.info[K.REF_ENERGY] == pytest.approx(s.info[K.REF_ENERGY], abs=1e-6)
+        # raw forces, fixed atoms included (extxyz keeps 8 decimals)
+        np.testing.assert_allclose(c.arrays[K.REF_FORCES], s.arrays[K.REF_FORCES], atol=1e-6)
+    assert all(K.REF_ENERGY not in a.info for a in unlabeled)  # inputs untouched
+
+
+def test_calculator_oracle_errors(tiny_paths):
+    with pytest.raises(ValueError, match="cannot import"):
+        CalculatorOracle("ase.calculators.nothing.Nope")
+    with pytest.raises(ValueError, match="expected an import path"):
+        CalculatorOracle("EMT")
+    pool = StructureFile(tiny_paths["pool"], require_labels=False)
+    atoms = pool.raw(0)
+    atoms.numbers[0] = 92  # uranium: EMT has no parameters
+    with pytest.raises(OracleError, match="EMT failed on pool id 5"):
+        CalculatorOracle("ase.calculators.emt.EMT").label([5], [atoms])
+
+
+def test_stored_oracle_needs_labels(tmp_path, tiny_paths):
+    pool = StructureFile(tiny_paths["pool"], require_labels=False)
+    a = pool.raw(0)
+    del a.info[K.REF_ENERGY]
+    write(tmp_path / "p.extxyz", [a])
+    with pytest.raises(OracleError, match="record 0: no energy label.*calculator oracle"):
+        StoredLabelOracle(StructureFile(tmp_path / "p.extxyz", require_labels=False)).label([0], [a])
