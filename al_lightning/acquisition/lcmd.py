@@ -135,14 +135,13 @@ def _sq_dists(state: _State, c: Tensor, cn: Tensor | None = None) -> Tensor:
     """
     x = state.x
     c = c.to(x.dtype)
-    ct = c.T.contiguous()
     dots = torch.empty(x.shape[0], c.shape[0], dtype=x.dtype, device=x.device)
     for s in range(0, x.shape[0], state.row_block):  # row blocks stay in cache for all m
-        torch.mm(x[s : s + state.row_block], ct, out=dots[s : s + state.row_block])
+        torch.mm(x[s : s + state.row_block], c.T, out=dots[s : s + state.row_block])
     cn = _row_sq_norms(c) if cn is None else cn
     norms = state.xn[:, None] + cn[None, :]
-    d2 = norms - 2.0 * dots.to(torch.float64)
-    return torch.where(d2 <= state.tol * norms, torch.zeros((), dtype=d2.dtype), d2)
+    d2 = dots.to(torch.float64).mul_(-2.0).add_(norms)
+    return d2.masked_fill_(d2 <= norms.mul_(state.tol), 0.0)
 
 
 def _add_train_centres(state: _State, t: Tensor, block_elems: int) -> None:
@@ -180,27 +179,29 @@ def _add_pool_centre(state: _State, idx: int, col: Tensor) -> None:
     state.n_centres += 1
 
 
-def _speculate(state: _State, sums: Tensor, idx: int, width: int) -> list[int]:
-    """Likely next picks after idx: the farthest members of the ≤ 2·width/3 largest
-    clusters and the farthest members of idx's own cluster (≤ width in all, idx excluded)."""
-    n_top = min(max(1, (2 * width) // 3), state.n_centres)
-    top = torch.topk(sums, n_top).indices
-    in_top = torch.zeros(state.n_centres, dtype=torch.bool, device=sums.device)
-    in_top[top] = True
-    cmax = torch.full_like(sums, -math.inf).scatter_reduce(0, state.assign, state.min_sq, "amax")
+def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
+    """Likely next picks after idx, most likely first (≤ 2n, idx and centres excluded):
+    the farthest members of the largest clusters, the farthest members of idx's own
+    cluster, then the farthest points overall."""
+    k = state.x.shape[0]
     live = state.min_sq > 0
-    far = live & (state.min_sq == cmax[state.assign]) & in_top[state.assign]
-    cands = torch.nonzero(far).reshape(-1)[:n_top].tolist()
+    cmax = torch.full_like(sums, -math.inf).scatter_reduce(0, state.assign, state.min_sq, "amax")
+    far = torch.nonzero(live & (state.min_sq == cmax[state.assign])).reshape(-1)
+    first = torch.full_like(state.assign[: state.n_centres], k)
+    first = first.scatter_reduce(0, state.assign[far], far, "amin")  # lowest far member
+    top = torch.topk(sums, min(max(1, (2 * n) // 3 + 1), state.n_centres)).indices
+    cands = [i for i in first[top].tolist() if i < k]
     own = torch.nonzero(live & (state.assign == state.assign[idx])).reshape(-1)
-    n_own = min(width - len(cands) + 1, own.numel())
-    if n_own > 0:
-        cands += own[torch.topk(state.min_sq[own], n_own).indices].tolist()
-    out = list(dict.fromkeys(c for c in cands if c != idx))
-    return out[:width]
+    cands += own[torch.topk(state.min_sq[own], min(n // 3 + 1, own.numel())).indices].tolist()
+    n_all = min(n + 1, k)
+    cands += torch.topk(torch.where(live, state.min_sq, -math.inf), n_all).indices.tolist()
+    out = list(dict.fromkeys(c for c in cands if c != idx and bool(live[c])))
+    return out[: 2 * n]
 
 
 class _Columns:
-    """Distance columns of pool centres, computed ``width`` at a time (one pass over x)."""
+    """Distance columns of pool centres, ``width`` per pass over x: the pick's plus
+    speculative ones for likely next picks, kept until the next pass."""
 
     def __init__(self, width: int) -> None:
         self.width = max(1, int(width))
@@ -214,17 +215,19 @@ class _Columns:
         if idx in self.cols:
             self.hits += 1
             return self.cols.pop(idx)
-        want = [] if sums is None or self.width == 1 else _speculate(state, sums, idx, self.width - 1)
+        n = self.width - 1
+        want = [] if sums is None or n == 0 else _speculate(state, sums, idx, n)
         keep = {i: self.cols[i] for i in want if i in self.cols}
-        new = [i for i in want if i not in keep]
+        new = [i for i in want if i not in keep][: max(0, n - len(keep))]
+        if sums is not None and len(new) < n:  # fill the pass: a full width costs the same
+            new += [i for i in want if i not in keep and i not in new][: n - len(new)]
         batch = torch.tensor([idx] + new, dtype=torch.int64, device=state.x.device)
-        d2 = _sq_dists(state, state.x[batch], state.xn[batch])
-        for j, i in enumerate(new, start=1):
-            keep[i] = d2[:, j].clone()
+        d2 = _sq_dists(state, state.x[batch], state.xn[batch]).T.contiguous()  # (m, K)
+        keep.update((i, d2[j]) for j, i in enumerate(new, start=1))
         self.cols = keep
         self.passes += 1
         self.computed += len(new) + 1
-        return d2[:, 0].clone()
+        return d2[0]
 
 
 def _exhausted(picks: list[int], k: int, b: int, mode: str) -> Tensor:
@@ -248,7 +251,7 @@ def select_lcmd(
     train: Tensor | None = None,
     *,
     on_exhausted: str = "raise",
-    lookahead: int = 24,
+    lookahead: int = 16,
     block_elems: int = 1 << 22,
     stats: dict | None = None,
 ) -> Tensor:

@@ -11,7 +11,7 @@ pool file (file order).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
-from al_lightning.data.io import DataError, StructureFile, free_mask, normalise
+from al_lightning.data.io import DataError, free_mask, normalise
+from al_lightning.data.readers import has_forces, open_structures
 from al_lightning.data.synthetic import METALS, SPLITS, EMTCatalysisSpec, cache_root, ensure_dataset
 
 REQUIRED = ("initial", "val")
@@ -66,18 +67,21 @@ class ActiveDataModule(pl.LightningDataModule):
 
     Args:
         emt: spec of the embedded EMT catalysis dataset (default when ``files`` is None).
-        files: split name → structure file; needs ``initial`` and ``val``; ``pool`` for
-            campaigns; every ``test*`` key is a test split.
-        energy_key, forces_key: label keys in user files (ASE info / arrays, or the
-            calculator's ``energy``/``forces``).
+        files: split name → structure file, or a dict ``{path: …, <reader option>: …}``
+            (e.g. ``{path: t1x.h5, split: test}``); needs ``initial`` and ``val``; ``pool``
+            for campaigns; every ``test*`` key is a test split.
+        format: ``auto`` (ASE formats, OC20 S2EF chunks), ``ase``, ``oc20``, ``t1x``, ``rgd1``.
+        energy_key, forces_key: label keys (None: the format's default; ASE files:
+            ``REF_energy``/``REF_forces``, or ``energy``/``forces`` for calculator fields).
         elements: element symbols for a freshly built model (default: scanned from files).
         batch_size, eval_batch_size, num_workers: loader settings.
         generate_workers: processes generating the EMT dataset.
         seed: shuffling seed (the epoch and round are mixed in).
     """
 
-    def __init__(self, emt: Optional[EMTCatalysisSpec] = None, files: Optional[Dict[str, str]] = None,
-                 energy_key: str = K.REF_ENERGY, forces_key: str = K.REF_FORCES,
+    def __init__(self, emt: Optional[EMTCatalysisSpec] = None,
+                 files: Optional[Dict[str, Union[str, Dict[str, Any]]]] = None, format: str = "auto",
+                 energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
                  num_workers: int = 0, generate_workers: int = 2, seed: int = 0) -> None:
         super().__init__()
@@ -90,7 +94,8 @@ class ActiveDataModule(pl.LightningDataModule):
             if missing:
                 raise ValueError(f"data.files lacks required split(s) {missing} (have {sorted(files)})")
         self.emt = emt if (emt is not None or files is not None) else EMTCatalysisSpec()
-        self.files = {k: str(v) for k, v in files.items()} if files is not None else None
+        self.files = {k: _entry(k, v) for k, v in files.items()} if files is not None else None
+        self.format = format
         self.energy_key, self.forces_key = energy_key, forces_key
         self._elements = elements
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -99,13 +104,13 @@ class ActiveDataModule(pl.LightningDataModule):
         self.labeled_ids: List[int] = []  # pool ids acquired so far, in order
         self.added: List[Atoms] = []  # their labeled structures
         self.excluded_ids: set = set()  # pool ids never to offer again (e.g. oracle failures)
-        self._open: Dict[str, StructureFile] = {}
+        self._open: Dict[str, Any] = {}
         self._z_table, self._cutoff = None, None
 
     # ------------------------------------------------------------------ files
     def split_paths(self) -> Dict[str, Path]:
         if self.files is not None:
-            return {k: Path(v).expanduser() for k, v in self.files.items()}
+            return {k: Path(v["path"]).expanduser() for k, v in self.files.items()}
         return {s: cache_root() / "emt_catalysis" / self.emt.key() / f"{s}.extxyz"
                 for s in SPLITS if self.emt.sizes.get(s, 0) > 0}
 
@@ -125,15 +130,22 @@ class ActiveDataModule(pl.LightningDataModule):
             if missing:
                 raise DataError(f"data file not found: {missing[0]}")
 
-    def structure_file(self, split: str) -> StructureFile:
+    def structure_file(self, split: str):
         if split not in self._open:
             paths = self.split_paths()
             if split not in paths:
                 raise KeyError(f"data has no split {split!r} (have {sorted(paths)})")
             self.prepare_data()
-            self._open[split] = StructureFile(paths[split], self.energy_key, self.forces_key,
-                                              require_labels=split != "pool")
+            options = {k: v for k, v in (self.files or {}).get(split, {}).items() if k != "path"}
+            fmt = options.pop("format", self.format)
+            self._open[split] = open_structures(paths[split], fmt, self.energy_key, self.forces_key,
+                                                require_labels=split != "pool", **options)
         return self._open[split]
+
+    @property
+    def has_forces(self) -> bool:
+        """False for energy-only data (e.g. RGD1): the force loss is then switched off."""
+        return all(has_forces(self.structure_file(s)) for s in ("initial", "val"))
 
     def setup(self, stage: Optional[str] = None) -> None:
         for split in self.split_paths():
@@ -181,7 +193,7 @@ class ActiveDataModule(pl.LightningDataModule):
                 raise ValueError(f"add: pool id {i} out of range (pool has {n_pool})")
             if i in known:
                 raise ValueError(f"add: pool id {i} is already labeled")
-            normalise(atoms, f"label of pool id {i}")  # labels present and finite
+            normalise(atoms, f"label of pool id {i}", require_forces=self.has_forces)  # present and finite
         self.labeled_ids.extend(ids)
         self.added.extend(structures)
 
@@ -242,9 +254,9 @@ class ActiveDataModule(pl.LightningDataModule):
         def unlabeled(i: int):
             atoms = f.raw(i)
             atoms.calc = None
-            for key in (self.energy_key, K.REF_ENERGY):
+            for key in (f.energy_key, K.REF_ENERGY):
                 atoms.info.pop(key, None)
-            for key in (self.forces_key, K.REF_FORCES):
+            for key in (f.forces_key, K.REF_FORCES):
                 atoms.arrays.pop(key, None)
             return i, atoms
 
@@ -286,3 +298,12 @@ def record_to_atoms(rec: dict) -> Atoms:
     atoms.info[K.REF_ENERGY] = rec["energy"]
     atoms.arrays[K.REF_FORCES] = np.asarray(rec["forces"])
     return atoms
+
+
+def _entry(split: str, value: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """A ``files`` entry as a dict with ``path`` (and reader options)."""
+    if isinstance(value, dict):
+        if "path" not in value:
+            raise ValueError(f"data.files.{split} needs a 'path' (got keys {sorted(value)})")
+        return dict(value)
+    return {"path": str(value)}

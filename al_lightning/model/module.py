@@ -91,6 +91,10 @@ class MACEModule(pl.LightningModule):
             set_trainable(self.net, self.hparams.trainable)
             self.initial_state = copy.deepcopy(self.net.state_dict())
         datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+        if not datamodule.has_forces and self.hparams.forces_weight > 0:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn("the data has no forces (energy-only): the force loss and force metrics are off")
         self.eval_splits = ["val", *datamodule.test_splits]
         for split in self.eval_splits:
             if split not in self.split_metrics:

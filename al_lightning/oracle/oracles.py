@@ -15,6 +15,7 @@ from ase import Atoms
 
 from al_lightning import keys as K
 from al_lightning.data.io import DataError, StructureFile, normalise
+from al_lightning.data.readers import has_forces
 
 
 class OracleError(RuntimeError):
@@ -44,7 +45,8 @@ class StoredLabelOracle(Oracle):
         for i in ids:
             try:
                 out.append(normalise(self.pool.raw(int(i)), f"{self.pool.path}: record {int(i)}",
-                                     self.pool.energy_key, self.pool.forces_key))
+                                     self.pool.energy_key, self.pool.forces_key,
+                                     require_forces=has_forces(self.pool)))
             except DataError as exc:
                 raise OracleError(f"stored-label oracle: {exc} (use a calculator oracle for unlabeled pools)") from None
         return out

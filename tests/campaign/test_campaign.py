@@ -95,7 +95,7 @@ def test_smoke_campaign_outputs(tmp_path, monkeypatch):
 
 def test_random_strategy_is_seeded():
     cands = np.arange(3, 50)
-    ctx = lambda seed, r: AcquisitionContext(None, None, None, r, seed, 5, cands)  # noqa: E731
+    ctx = lambda seed, r: AcquisitionContext(None, None, r, seed, 5, cands)  # noqa: E731
     a, b = RandomStrategy().select(ctx(0, 1)), RandomStrategy().select(ctx(0, 1))
     np.testing.assert_array_equal(a, b)
     assert len(set(a.tolist())) == 5 and set(a.tolist()) <= set(cands.tolist())
