@@ -16,6 +16,7 @@ from typing import List, Optional
 import al_lightning  # noqa: F401  (import order: mace before e3nn)
 from lightning.pytorch.cli import LightningCLI
 
+from al_lightning.campaign.labeling import HandoffPending
 from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import DataError
@@ -93,6 +94,12 @@ def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignC
     if campaign.rounds > 0 and "pool" not in datamodule.split_paths():
         raise DataError("campaign.rounds > 0 needs a 'pool' split in data.files")
     if datamodule.files is not None:
+        datamodule.validate()
+    if campaign.rounds > 0 and campaign.oracle not in ("stored", "file"):
+        from al_lightning.oracle.oracles import import_object
+
+        import_object(campaign.oracle)
+    if datamodule.files is not None:
         sizes = {s: len(datamodule.structure_file(s)) for s in datamodule.split_paths()}
         where = "files"
     else:
@@ -119,6 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     try:
         ALLightningCLI(args=None if argv is None else list(argv))
+    except HandoffPending as exc:
+        print(f"al-lightning: {exc}", file=sys.stderr)
+        return 0
     except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         return code

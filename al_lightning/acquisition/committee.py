@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from al_lightning import keys as K
+from al_lightning.campaign import faults
 from al_lightning.acquisition.distributed import fixed_batches, my_batches, to_cpu
 from al_lightning.acquisition.strategies import AcquisitionContext, Strategy
 from al_lightning.acquisition.topk import StreamingTopK, merge_topk
@@ -91,6 +92,7 @@ class CommitteeStrategy(Strategy):
         for batch in ctx.datamodule.batch_loader(ctx.datamodule.pool_dataset(), mine):
             batch = batch.to(ctx.device)
             top.update(self.scores(nets, batch).double().cpu(), batch[K.STRUCTURE_ID].cpu())
+            faults.hit("pool")
         merged = merge_topk(ctx.comm.all_gather(to_cpu(top.result())), ctx.budget)
         self.diagnostics = {"scalars": {f"{self.name}/threshold": float(merged.scores.min())},
                             "histograms": {f"{self.name}/selected": merged.scores.numpy()}}

@@ -179,8 +179,40 @@ def _add_pool_centre(state: _State, idx: int, col: Tensor) -> None:
     state.n_centres += 1
 
 
+def _predict(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
+    """The next ≤ n picks after idx, simulated exactly on the members of the 2n largest
+    clusters (other clusters assumed untouched; stops when one of them would win).
+    Returns [] when those members exceed K/8 rows (the simulation would cost a pass)."""
+    k, cap = state.x.shape[0], state.n_centres + n
+    in_sim = torch.zeros(cap, dtype=torch.bool, device=sums.device)
+    in_sim[torch.topk(sums, min(2 * n, state.n_centres)).indices] = True
+    in_sim[state.assign[idx]] = True
+    rows = torch.nonzero(in_sim[state.assign]).reshape(-1)
+    if rows.numel() > max(2048, k // 1):
+        return []
+    sub = _State(state.x[rows], state.xn[rows], state.min_sq[rows], state.assign[rows],
+                 state.n_centres, state.tol, state.row_block)
+    fixed = torch.cat([sums, sums.new_zeros(n)])  # sums of the clusters not simulated
+    pos, preds = int(torch.searchsorted(rows, idx)), []
+    for _ in range(n):
+        col = _sq_dists(sub, sub.x[pos : pos + 1], sub.xn[pos : pos + 1])[:, 0]
+        in_sim[sub.n_centres] = True
+        _add_pool_centre(sub, pos, col)
+        m = sub.n_centres
+        sim = torch.bincount(sub.assign, weights=sub.min_sq, minlength=m)
+        full = torch.where(in_sim[:m], sim, fixed[:m])
+        if not bool(in_sim[:m][full == full.max()].all()):
+            break  # a cluster outside the simulated set would win
+        nxt = _pick(sub, full)
+        if nxt is None:
+            break
+        pos = nxt
+        preds.append(int(rows[pos]))
+    return preds
+
+
 def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
-    """Likely next picks after idx, most likely first (≤ 2n, idx and centres excluded):
+    """Likely next picks after idx, most likely first (≤ 4n, idx and centres excluded):
     the farthest members of the largest clusters, the farthest members of idx's own
     cluster, then the farthest points overall."""
     k = state.x.shape[0]
@@ -193,15 +225,15 @@ def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
     cands = [i for i in first[top].tolist() if i < k]
     own = torch.nonzero(live & (state.assign == state.assign[idx])).reshape(-1)
     cands += own[torch.topk(state.min_sq[own], min(n // 3 + 1, own.numel())).indices].tolist()
-    n_all = min(n + 1, k)
+    n_all = min(4 * n + 1, k)
     cands += torch.topk(torch.where(live, state.min_sq, -math.inf), n_all).indices.tolist()
     out = list(dict.fromkeys(c for c in cands if c != idx and bool(live[c])))
-    return out[: 2 * n]
+    return out[: 4 * n]
 
 
 class _Columns:
     """Distance columns of pool centres, ``width`` per pass over x: the pick's plus
-    speculative ones for likely next picks, kept until the next pass."""
+    speculative ones for likely next picks (at most 3·width cached)."""
 
     def __init__(self, width: int) -> None:
         self.width = max(1, int(width))
@@ -216,11 +248,12 @@ class _Columns:
             self.hits += 1
             return self.cols.pop(idx)
         n = self.width - 1
-        want = [] if sums is None or n == 0 else _speculate(state, sums, idx, n)
-        keep = {i: self.cols[i] for i in want if i in self.cols}
-        new = [i for i in want if i not in keep][: max(0, n - len(keep))]
-        if sums is not None and len(new) < n:  # fill the pass: a full width costs the same
-            new += [i for i in want if i not in keep and i not in new][: n - len(new)]
+        want: list[int] = []
+        if sums is not None and n > 0:
+            want = list(dict.fromkeys(_predict(state, sums, idx, n) + _speculate(state, sums, idx, n)))
+        # keep cached columns of the 2n likeliest; n new ones fill the pass (same cost)
+        keep = {i: self.cols[i] for i in want[: 2 * n] if i in self.cols}
+        new = [i for i in want if i not in self.cols][:n]
         batch = torch.tensor([idx] + new, dtype=torch.int64, device=state.x.device)
         d2 = _sq_dists(state, state.x[batch], state.xn[batch]).T.contiguous()  # (m, K)
         keep.update((i, d2[j]) for j, i in enumerate(new, start=1))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from al_lightning import keys as K
+from al_lightning.campaign import faults
 from al_lightning.acquisition.distributed import Comm, fixed_batches, my_batches, ordered_sum, to_cpu
 from al_lightning.acquisition.posterior import GramPartial, Precision, build_precision, gram_partial
 from al_lightning.acquisition.topk import TopK, merge_topk, score_pool
@@ -91,6 +92,7 @@ def pool_shortlist(setup: PassSetup, datamodule, candidates: np.ndarray, spec: F
     def chunks():
         for _, rows in iter_rows(setup, datamodule, datamodule.pool_dataset(), mine, spec, progress="pool pass"):
             histogram.add(precision.score(rows.rows))
+            faults.hit("pool")
             yield rows.ids, rows.rows, rows.lcmd
 
     top = score_pool(chunks(), precision, k, lcmd_space=lcmd_space, vector_dtype=torch.float64)

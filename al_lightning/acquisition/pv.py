@@ -66,6 +66,11 @@ class PVStrategy(Strategy):
         self.diagnostics: Dict[str, Any] = {}
         self.last_shard_ids: List[int] = []
 
+    def check(self, budget: int, n_candidates: int) -> None:
+        super().check(budget, n_candidates)
+        if self.mode == "pv_lcmd" and self.shortlist < budget:
+            raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={budget}")
+
     def _k(self, ctx: AcquisitionContext) -> int:
         n = len(ctx.candidates)
         if ctx.budget > n:

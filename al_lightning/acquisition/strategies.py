@@ -45,6 +45,11 @@ class Strategy(ABC):
     name = "strategy"
     diagnostics: Dict[str, Any] = {}
 
+    def check(self, budget: int, n_candidates: int) -> None:
+        """Refuse settings that cannot work (called before a campaign writes anything)."""
+        if budget > n_candidates:
+            raise ValueError(f"campaign.budget {budget} is larger than the pool ({n_candidates} candidates)")
+
     @abstractmethod
     def select(self, ctx: AcquisitionContext) -> np.ndarray:
         """(budget,) int64 global pool ids, distinct, all in ``ctx.candidates``."""

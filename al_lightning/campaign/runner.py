@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import lightning.pytorch as pl
-import numpy as np
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
 from al_lightning.acquisition.strategies import STRATEGIES, AcquisitionContext, make_strategy
-from al_lightning.campaign import outputs
+from al_lightning.campaign import faults, outputs
+from al_lightning.campaign.faults import FaultCallback
+from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
 from al_lightning.data.io import write_extxyz
 from al_lightning.model.metrics import split_metrics
 from al_lightning.oracle import make_oracle
@@ -34,9 +36,14 @@ class CampaignConfig:
 
     rounds: number of acquisitions R (R + 1 fits); 0 = a plain fit + test evaluation.
     budget: structures acquired per round (B). strategy: DESIGN §5 name.
-    oracle: ``"stored"`` (labels in the pool file) or an ASE calculator import path.
+    oracle: ``"stored"`` (labels in the pool file), ``"file"`` (hand-off: write a request,
+        stop, resume when the labels file exists) or an ASE calculator import path.
+    oracle_timeout: seconds per label for calculator oracles (None: no limit).
+    sanity_min_distance / sanity_max_force: structures with atoms closer than this (Å) or a
+        predicted max |F| above this (eV/Å) are not sent to the oracle (recorded as failed).
     warm_start: each fit starts from the previous round's weights (else the initial ones).
-    campaign_dir: output folder (default ``logs/<name>``).
+    campaign_dir: output folder (default ``logs/<name>``); rerunning on it resumes.
+    force: resume even when data / seed / strategy / budget / oracle changed.
     """
 
     name: str = "campaign"
@@ -47,15 +54,21 @@ class CampaignConfig:
     strategy_kwargs: Dict[str, Any] = field(default_factory=dict)
     oracle: str = "stored"
     oracle_kwargs: Dict[str, Any] = field(default_factory=dict)
+    oracle_timeout: Optional[float] = None
+    sanity_min_distance: Optional[float] = 0.5
+    sanity_max_force: Optional[float] = None
     seed: int = 0
     warm_start: bool = True
     export_models: bool = True
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError(f"campaign.rounds must be >= 0, got {self.rounds}")
         if self.budget < 1:
             raise ValueError(f"campaign.budget must be >= 1, got {self.budget}")
+        if self.oracle_timeout is not None and self.oracle_timeout <= 0:
+            raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {sorted(STRATEGIES)}")
         if not self.name or "/" in self.name:
@@ -84,59 +97,89 @@ def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
 
 
 class Campaign:
-    """Runs and records one campaign. ``run()`` returns the campaign state (campaign.json)."""
+    """Runs, records and resumes one campaign. ``run()`` returns the state (campaign.json)."""
 
     def __init__(self, cfg: CampaignConfig, module, datamodule, make_trainer: TrainerFactory,
                  config_dump: Optional[str] = None) -> None:
         self.cfg, self.module, self.dm, self.make_trainer = cfg, module, datamodule, make_trainer
         self.dir = cfg.directory
         self.strategy = make_strategy(cfg.strategy, **cfg.strategy_kwargs)
-        self._oracle = None
+        self.store = LabelStore(self.dir)
         self.config_dump = config_dump
-        self.state: Dict[str, Any] = {"name": cfg.name, "config": asdict(cfg), "status": "running",
-                                      "rounds": [], "failed": []}
+        self.state: Dict[str, Any] = {"name": cfg.name, "config": asdict(cfg), "fingerprint": self.fingerprint(),
+                                      "status": "running", "rounds": [], "failed": []}
         self.selected: List[int] = []
+        self.acquire_seconds = 0.0
 
     @property
     def is_zero(self) -> bool:
         return rank_zero_only.rank == 0
 
-    @property
-    def oracle(self):
-        if self._oracle is None:
-            self._oracle = make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm)
-        return self._oracle
+    def fingerprint(self) -> Dict[str, Any]:
+        """What a resumed run must share with the stored campaign (else refused unless forced)."""
+        data = self.dm.files if self.dm.files is not None else {"emt": self.dm.emt.key()}
+        return {"data": data, "seed": self.cfg.seed, "strategy": self.cfg.strategy,
+                "strategy_kwargs": self.cfg.strategy_kwargs, "budget": self.cfg.budget, "oracle": self.cfg.oracle}
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict[str, Any]:
         self.dm.prepare_data()
         self.dm.setup("fit")
         self.module.build(self.dm)
-        if self.cfg.rounds > 0 and self.cfg.budget * self.cfg.rounds > len(self.dm.candidate_ids()):
-            raise ValueError(f"campaign needs {self.cfg.budget * self.cfg.rounds} pool structures "
-                             f"(budget {self.cfg.budget} x rounds {self.cfg.rounds}) but the pool has "
-                             f"{len(self.dm.candidate_ids())} candidates")
+        self.dm.validate(self.module.z_table())
+        if self.cfg.rounds > 0:
+            self.strategy.check(self.cfg.budget, len(self.dm.candidate_ids()))
+            self._oracle(0)  # an unknown calculator fails here, before anything is written
+        start = self._resume()
+        needed = self.cfg.budget * (self.cfg.rounds - start)
+        if needed > 0 and needed > len(self.dm.candidate_ids()):
+            raise ValueError(f"campaign needs {needed} more pool structures (budget {self.cfg.budget} x "
+                             f"{self.cfg.rounds - start} rounds) but the pool has {len(self.dm.candidate_ids())} left")
         if self.is_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self.config_dump:
-                (self.dir / "config.yaml").write_text(self.config_dump)
-        for r in range(self.cfg.rounds + 1):
+                _atomic_text(self.dir / "config.yaml", self.config_dump)
+        for r in range(start, self.cfg.rounds + 1):
             self.run_round(r)
         self.state["status"] = "complete"
         self._write_state()
         return self.state
 
+    def _resume(self) -> int:
+        """Load a stored campaign (if any); returns the first round still to run."""
+        path = self.dir / "campaign.json"
+        if not path.exists():
+            return 0
+        old = json.loads(path.read_text())
+        changed = [k for k, v in self.fingerprint().items() if old.get("fingerprint", {}).get(k) != v]
+        if changed and not self.cfg.force:
+            k = changed[0]
+            raise ValueError(f"{path}: the stored campaign has a different {k} "
+                             f"({old.get('fingerprint', {}).get(k)!r} vs {self.fingerprint()[k]!r}); "
+                             "use another campaign_dir or --campaign.force true")
+        rounds = old["rounds"]
+        if rounds and rounds[-1]["round"] < self.cfg.rounds and not rounds[-1]["selected_ids"]:
+            rounds = rounds[:-1]  # extending a finished campaign: its last round now acquires
+        self.state.update(rounds=rounds, failed=old.get("failed", []), status="running")
+        if rounds:
+            ckpt = torch.load(self.dir / f"round_{len(rounds) - 1:03d}" / "checkpoint.pt", map_location="cpu",
+                              weights_only=False)  # our own file, written by _write_round_outputs
+            self.module.net.load_state_dict(ckpt["net"])
+            self.dm.load_state_dict(ckpt["datamodule"])
+        return len(rounds)
+
     def run_round(self, r: int) -> None:
+        pl.seed_everything(self.cfg.seed * 100_003 + r, workers=True, verbose=False)
         self.dm.round = r
         if r > 0 and not self.cfg.warm_start:
             self.module.reset_weights()
         n_labeled = len(self.dm.labeled_structures())
         self.selected, self.acquire_seconds = [], 0.0
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
-        trainer = self.make_trainer(r, logger, [AcquisitionCallback(self)])
+        trainer = self.make_trainer(r, logger, [AcquisitionCallback(self), FaultCallback()])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
-        t_fit = time.perf_counter() - t0
+        t_fit = time.perf_counter() - t0 - self.acquire_seconds
         val = split_metrics(trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
         metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
@@ -146,6 +189,7 @@ class Campaign:
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
+        trainer.strategy.barrier()
 
     # ------------------------------------------------------------------ acquisition
     def acquire(self, trainer: pl.Trainer, module) -> None:
@@ -153,50 +197,62 @@ class Campaign:
         r = self.dm.round
         if r >= self.cfg.rounds:
             return
-        ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=self.dm, round=r,
-                                              seed=self.cfg.seed, budget=self.cfg.budget,
-                                              candidates=self.dm.candidate_ids())
         t0 = time.perf_counter()
-        ids = np.asarray(trainer.strategy.broadcast(self.strategy.select(ctx), src=0), dtype=np.int64)
+        ids = self.store.load_selection(r)  # a resumed round keeps its selection
+        if ids is None:
+            ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=self.dm, round=r,
+                                                  seed=self.cfg.seed, budget=self.cfg.budget,
+                                                  candidates=self.dm.candidate_ids())
+            ids = [int(i) for i in trainer.strategy.broadcast(self.strategy.select(ctx), src=0)]
+            if trainer.is_global_zero:
+                self.store.save_selection(r, ids)
+                outputs.log_diagnostics(self.dir / "tb" / "rounds", r, getattr(self.strategy, "diagnostics", {}))
         self.acquire_seconds = time.perf_counter() - t0
-        if trainer.is_global_zero:
-            outputs.log_diagnostics(self.dir / "tb" / "rounds", r, getattr(self.strategy, "diagnostics", {}))
-        labeled = None
-        if trainer.is_global_zero:
-            labeled = self._label(r, ids)
-        labeled = trainer.strategy.broadcast(labeled, src=0)
-        self.dm.add(ids.tolist(), labeled)
-        self.selected = ids.tolist()
+        result = self._label(r, ids) if trainer.is_global_zero else None
+        result = trainer.strategy.broadcast(result, src=0)
+        if isinstance(result, str):
+            raise HandoffPending(result)
+        done, labeled, failed = result
+        self.dm.add(done, labeled)
+        self.dm.excluded_ids.update(failed)
+        self.selected = ids
+        known = {f["id"] for f in self.state["failed"]}
+        self.state["failed"] += [{"id": i, "round": r, "error": e} for i, e in failed.items() if i not in known]
         trainer.strategy.barrier()
 
-    def _label(self, r: int, ids: np.ndarray) -> list:
-        """Rank 0: oracle labels → written to disk (atomic) before anyone uses them."""
-        from tqdm.auto import tqdm
-
+    def _label(self, r: int, ids: List[int]):
+        """Rank 0: (ids labelled, labels, failures) — or the hand-off message."""
         pool = self.dm.pool_dataset()
         structures = [pool.get_atoms(int(i))[1] for i in ids]
-        labeled = []
-        log_path = self.dir / "oracle_calls.jsonl"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log:
-            for i, atoms in tqdm(list(zip(ids, structures)), desc=f"labeling round {r}", leave=False):
-                out = self.oracle.label([int(i)], [atoms])[0]
-                out.info["pool_id"] = int(i)
-                labeled.append(out)
-                log.write(json.dumps({"round": r, "id": int(i), "oracle": self.cfg.oracle}) + "\n")
-                log.flush()
-        write_extxyz(self.dir / "labels" / f"round_{r:03d}.extxyz", labeled)
-        return labeled
+        try:
+            return label_round(self.store, r, ids, structures, self._oracle(r), self.cfg.oracle, self._sanity(ids))
+        except HandoffPending as exc:
+            return str(exc)
+
+    def _oracle(self, r: int):
+        if self.cfg.oracle == "file":
+            return FileHandoffOracle(self.dir, r)
+        return make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm, timeout_s=self.cfg.oracle_timeout)
+
+    def _sanity(self, ids: List[int]):
+        predicted = predicted_max_forces(self.module, self.dm, ids) if self.cfg.sanity_max_force else {}
+        return lambda i, atoms: sanity_problem(atoms, self.cfg.sanity_min_distance, self.cfg.sanity_max_force,
+                                               predicted.get(i))
 
     # ------------------------------------------------------------------ outputs
     def _write_round_outputs(self, r: int, record: dict) -> None:
         rdir = self.dir / f"round_{r:03d}"
         outputs.write_json(rdir / "selected_ids.json", record["selected_ids"])
         outputs.write_json(rdir / "metrics.json", record["metrics"])
+        faults.hit("write")
         write_extxyz(rdir / "labeled.extxyz", self.dm.labeled_structures()[: record["n_labeled"]])
         if self.cfg.export_models:
             outputs.export_model(self.module.net, rdir / "model.model")
+        faults.hit("write")
+        _atomic_save({"net": self.module.net.state_dict(), "datamodule": self.dm.state_dict(), "round": r},
+                     rdir / "checkpoint.pt")
         outputs.log_round_metrics(self.dir / "tb" / "rounds", r, record["n_labeled"], record["metrics"])
+        faults.hit("write")
         self._write_state()
 
     def _write_state(self) -> None:
@@ -207,3 +263,36 @@ class Campaign:
             outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png")
             outputs.write_report(self.state, self.dir / "report.md")
 
+
+def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:
+    """Max predicted |F| per pool id (for the sanity filter), on CPU."""
+    out = {}
+    net = module.net
+    home = next(net.parameters()).device
+    net.to("cpu")
+    try:
+        for batch in datamodule.pool_dataloader(ids):
+            forces = net(batch.to_dict(), training=False, compute_force=True)["forces"].detach()
+            norms = forces.norm(dim=1)
+            for g, sid in enumerate(batch["structure_id"].tolist()):
+                out[int(sid)] = float(norms[batch["batch"] == g].max())
+    finally:
+        net.to(home)
+    return out
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

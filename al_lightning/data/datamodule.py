@@ -151,6 +151,21 @@ class ActiveDataModule(pl.LightningDataModule):
         for split in self.split_paths():
             self.structure_file(split)
 
+    def validate(self, z_table=None) -> None:
+        """Read every labeled / validation / test record once (pool: index only); raises
+        DataError naming the file and record of the first bad one (also for elements
+        outside ``z_table``)."""
+        zs = set(z_table.zs) if z_table is not None else None
+        for split in self.split_paths():
+            f = self.structure_file(split)
+            if split == "pool":
+                continue
+            for i in range(len(f)):
+                atoms = f[i]
+                if zs is not None and not set(atoms.numbers.tolist()) <= zs:
+                    bad = sorted(set(atoms.numbers.tolist()) - zs)
+                    raise DataError(f"{f.path}: record {i}: element(s) Z={bad} unknown to the model (knows {sorted(zs)})")
+
     def elements(self) -> List[str]:
         """Element symbols to build a model for (explicit, embedded, or scanned from files)."""
         if self._elements:

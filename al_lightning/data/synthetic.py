@@ -58,7 +58,7 @@ ADSORBATES: Dict[str, List[Tuple[str, Tuple[float, float, float]]]] = {
 }
 ID_ADSORBATES = ("H", "O", "C", "N", "OH", "CO", "CH", "NH", "CH2", "NH2")
 OOD_ADSORBATES = ("NO", "CN", "H2O", "COH")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever generation changes: the cache key includes it
 
 
 def _default_sizes() -> Dict[str, int]:

@@ -6,7 +6,10 @@ written to disk before it is used (see :mod:`al_lightning.campaign`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -68,9 +71,10 @@ class CalculatorOracle(Oracle):
 
     name = "calculator"
 
-    def __init__(self, calculator: str, kwargs: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, calculator: str, kwargs: Optional[Dict[str, Any]] = None,
+                 timeout_s: Optional[float] = None) -> None:
         self.factory = import_object(calculator)
-        self.calculator, self.kwargs = calculator, dict(kwargs or {})
+        self.calculator, self.kwargs, self.timeout_s = calculator, dict(kwargs or {}), timeout_s
         self._calc = None
 
     def _get_calc(self):
@@ -84,8 +88,9 @@ class CalculatorOracle(Oracle):
             work = atoms.copy()
             work.calc = self._get_calc()
             try:
-                energy = float(work.get_potential_energy())
-                forces = np.array(work.get_forces(apply_constraint=False))
+                with _time_limit(self.timeout_s):
+                    energy = float(work.get_potential_energy())
+                    forces = np.array(work.get_forces(apply_constraint=False))
             except Exception as exc:
                 raise OracleError(f"{self.calculator} failed on pool id {int(i)}: {type(exc).__name__}: {exc}") from None
             work.calc = None
@@ -95,8 +100,27 @@ class CalculatorOracle(Oracle):
         return out
 
 
-def make_oracle(spec: str, kwargs: Optional[Dict[str, Any]], datamodule) -> Oracle:
+def make_oracle(spec: str, kwargs: Optional[Dict[str, Any]], datamodule, timeout_s: Optional[float] = None) -> Oracle:
     """``"stored"`` → :class:`StoredLabelOracle`; an import path → :class:`CalculatorOracle`."""
     if spec == "stored":
         return StoredLabelOracle(datamodule.structure_file("pool"))
-    return CalculatorOracle(spec, kwargs)
+    return CalculatorOracle(spec, kwargs, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: Optional[float]):
+    """Raise TimeoutError after ``seconds`` (SIGALRM; main thread of a Unix process only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise TimeoutError(f"no label within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -1,0 +1,65 @@
+"""Fault injection for crash-resume tests: ``AL_FAULT=<phase>:<n>[,<phase>:<n>…]``.
+
+The process SIGKILLs itself at the n-th time it reaches ``phase`` (counted per process):
+``fit`` (a training batch ended), ``pool`` (a pool feature batch was scored), ``label``
+(a label was persisted), ``write`` (a round output file was written). Unset: no effect.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Dict
+
+import lightning.pytorch as pl
+
+PHASES = ("fit", "pool", "label", "write")
+_counts: Dict[str, int] = {}
+
+
+def hit(phase: str) -> None:
+    """Count one arrival at ``phase``; kill -9 this process when AL_FAULT says so."""
+    spec = os.environ.get("AL_FAULT")
+    if not spec:
+        return
+    _counts[phase] = _counts.get(phase, 0) + 1
+    for item in spec.split(","):
+        name, _, n = item.strip().partition(":")
+        if name == phase and n.isdigit() and _counts[phase] == int(n):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FaultCallback(pl.Callback):
+    """Reports every finished training batch as phase ``fit``."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        hit("fit")
+
+
+class FlakyEMT:
+    """ASE's EMT that fails on a deterministic fraction of structures (oracle-failure drills).
+
+    A structure fails when crc32(positions) mod 1000 < 1000·``fail_fraction``: half of those
+    raise ``RuntimeError``, the other half return a NaN energy. Use it as
+    ``campaign.oracle: al_lightning.campaign.faults.FlakyEMT``.
+    """
+
+    def __new__(cls, fail_fraction: float = 0.1):
+        import zlib
+
+        import numpy as np
+        from ase.calculators.emt import EMT
+
+        class _Flaky(EMT):
+            def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+                key = zlib.crc32(np.ascontiguousarray(atoms.positions).tobytes()) % 1000
+                if key < 1000 * fail_fraction and key % 2 == 0:
+                    raise RuntimeError(f"simulated SCF failure (structure key {key})")
+                super().calculate(atoms, properties, system_changes)
+                if key < 1000 * fail_fraction:
+                    self.results["energy"] = float("nan")
+
+        return _Flaky()

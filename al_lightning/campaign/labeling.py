@@ -1,0 +1,153 @@
+"""Labeling that never loses or repeats a label (DESIGN §8; rank 0 only).
+
+Per acquisition round r, under ``<campaign_dir>/labels/round_rrr/``:
+``selected.json`` (the ids, written before any oracle call), one ``<id>.extxyz`` per label
+(temp file + fsync + rename, written before the label is used), ``<id>.failed.json`` per
+oracle failure. A resumed run reads these back and calls the oracle only for ids with
+neither. ``oracle_calls.jsonl`` logs every oracle call. Structures failing the sanity
+filter (atoms too close, predicted forces too large) never reach the oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from ase import Atoms
+
+from al_lightning.campaign import faults
+from al_lightning.campaign.outputs import write_json
+from al_lightning.data.io import DataError, StructureFile, write_extxyz
+from al_lightning.oracle import OracleError
+
+
+class HandoffPending(Exception):
+    """The file hand-off oracle wrote a request; the campaign stops cleanly until labels exist."""
+
+
+class LabelStore:
+    """On-disk record of one campaign's selections, labels and failures."""
+
+    def __init__(self, campaign_dir: Path) -> None:
+        self.root = campaign_dir / "labels"
+        self.log_path = campaign_dir / "oracle_calls.jsonl"
+
+    def round_dir(self, r: int) -> Path:
+        return self.root / f"round_{r:03d}"
+
+    def load_selection(self, r: int) -> Optional[List[int]]:
+        path = self.round_dir(r) / "selected.json"
+        return [int(i) for i in json.loads(path.read_text())] if path.exists() else None
+
+    def save_selection(self, r: int, ids: Sequence[int]) -> None:
+        write_json(self.round_dir(r) / "selected.json", [int(i) for i in ids])
+
+    def stored(self, r: int) -> Tuple[Dict[int, Atoms], Dict[int, str]]:
+        """(labels by id, failure messages by id) already on disk for round r."""
+        from ase.io import read
+
+        d = self.round_dir(r)
+        labels = {int(p.name.split(".")[0]): read(p, format="extxyz") for p in d.glob("*.extxyz")}
+        failed = {int(p.name.split(".")[0]): json.loads(p.read_text())["error"] for p in d.glob("*.failed.json")}
+        return labels, failed
+
+    def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str) -> None:
+        atoms.info["pool_id"] = int(pool_id)
+        write_extxyz(self.round_dir(r) / f"{pool_id}.extxyz", [atoms])
+        self._log(r, pool_id, oracle, "ok")
+
+    def save_failure(self, r: int, pool_id: int, error: str, oracle: Optional[str]) -> None:
+        write_json(self.round_dir(r) / f"{pool_id}.failed.json", {"id": int(pool_id), "round": r, "error": error})
+        if oracle is not None:
+            self._log(r, pool_id, oracle, "failed")
+
+    def _log(self, r: int, pool_id: int, oracle: str, status: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps({"round": r, "id": int(pool_id), "oracle": oracle, "status": status}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+
+def sanity_problem(atoms: Atoms, min_distance: Optional[float], max_force: Optional[float],
+                   predicted_max_force: Optional[float]) -> Optional[str]:
+    """Why ``atoms`` should not be labelled (None when it passes)."""
+    if min_distance:
+        from ase.neighborlist import neighbor_list
+
+        d = neighbor_list("d", atoms, float(min_distance))
+        if len(d):
+            return f"sanity filter: atoms {float(d.min()):.3f} Å apart (< {min_distance} Å)"
+    if max_force and predicted_max_force is not None and predicted_max_force > max_force:
+        return f"sanity filter: predicted max |F| {predicted_max_force:.2f} eV/Å (> {max_force})"
+    return None
+
+
+def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Sequence[Atoms], oracle,
+                oracle_name: str, sanity: Callable[[int, Atoms], Optional[str]]
+                ) -> Tuple[List[int], List[Atoms], Dict[int, str]]:
+    """Label the ids not yet on disk; returns (ids labelled, their labels, failures) in id order."""
+    from tqdm.auto import tqdm
+
+    labels, failed = store.stored(r)
+    todo = [(i, a) for i, a in zip(ids, structures) if i not in labels and i not in failed]
+    if todo and getattr(oracle, "batch_only", False):
+        for i, out in zip([i for i, _ in todo], oracle.label([i for i, _ in todo], [a for _, a in todo])):
+            store.save_label(r, i, out, oracle_name)
+            labels[i] = out
+        todo = []
+    for i, atoms in tqdm(todo, desc=f"labeling round {r}", leave=False):
+        problem = sanity(i, atoms)
+        if problem:
+            store.save_failure(r, i, problem, None)
+            failed[i] = problem
+            continue
+        try:
+            out = oracle.label([i], [atoms])[0]
+        except (OracleError, DataError) as exc:
+            store.save_failure(r, i, str(exc).splitlines()[0], oracle_name)
+            failed[i] = str(exc).splitlines()[0]
+            continue
+        store.save_label(r, i, out, oracle_name)
+        labels[i] = out
+        faults.hit("label")
+    done = [i for i in ids if i in labels]
+    return done, [labels[i] for i in done], {i: failed[i] for i in ids if i in failed}
+
+
+class FileHandoffOracle:
+    """Cluster hand-off: write the selection to a request file, stop, resume when labels exist.
+
+    The labels file must hold the same structures in the same order (numbers and positions
+    within 1e-4 Å) with ``REF_energy`` and ``REF_forces`` (any ASE-readable extxyz).
+    """
+
+    name = "file"
+    batch_only = True
+
+    def __init__(self, directory: Path, round_: int) -> None:
+        self.request = directory / "handoff" / f"round_{round_:03d}.request.extxyz"
+        self.labels = directory / "handoff" / f"round_{round_:03d}.labels.extxyz"
+
+    def label(self, ids: Sequence[int], structures: Sequence[Atoms]) -> List[Atoms]:
+        if not self.labels.exists():
+            for i, a in zip(ids, structures):
+                a.info["pool_id"] = int(i)
+            write_extxyz(self.request, structures)
+            raise HandoffPending(f"labels needed: compute REF_energy/REF_forces for the {len(ids)} structures in "
+                                 f"{self.request} and write them, same order, to {self.labels}; then rerun the same command")
+        got = StructureFile(self.labels)
+        if len(got) != len(structures):
+            raise DataError(f"{self.labels}: {len(got)} structures, expected {len(structures)} (as in {self.request})")
+        out = []
+        for k, want in enumerate(structures):
+            have = got[k]
+            same = len(have) == len(want) and np.array_equal(have.numbers, want.numbers) and \
+                np.allclose(have.positions, want.positions, atol=1e-4)
+            if not same:
+                raise DataError(f"{self.labels}: record {k}: not the requested structure (pool id {ids[k]})")
+            out.append(have)
+        return out

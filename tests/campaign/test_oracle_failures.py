@@ -1,0 +1,81 @@
+"""Oracle failures, the file hand-off oracle and the sanity filter inside a campaign."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+from ase.io import read, write
+
+from al_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+FAST = ["--trainer.max_epochs=1", "--campaign.export_models=false"]
+
+
+@pytest.mark.slow
+def test_failing_oracle_campaign_completes_and_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "-c", SMOKE, *FAST, "--campaign.budget=20", "--campaign.oracle=al_lightning.campaign.faults.FlakyEMT",
+            "--campaign.oracle_kwargs={fail_fraction: 0.2}"]
+    assert main(args) == 0
+    d = tmp_path / "logs" / "smoke"
+    state = json.loads((d / "campaign.json").read_text())
+    failed = state["failed"]
+    assert failed, "a 20% flaky oracle over 40 labels should fail at least once"
+    assert {"simulated SCF failure" in f["error"] or "is nan" in f["error"] for f in failed} <= {True}
+    ok = sum(len(r["selected_ids"]) for r in state["rounds"]) - len(failed)
+    assert state["rounds"][-1]["n_labeled"] == 16 + ok
+    failed_ids = {f["id"] for f in failed}
+    r1 = set(state["rounds"][1]["selected_ids"])
+    assert not (failed_ids & r1) or all(f["round"] == 1 for f in failed if f["id"] in r1)  # never picked again
+    report = (d / "report.md").read_text()
+    assert f"Oracle failures: {len(failed)}" in report
+
+
+@pytest.mark.slow
+def test_file_handoff_stops_cleanly_then_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "-c", SMOKE, *FAST, "--campaign.rounds=1", "--campaign.oracle=file"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    request = tmp_path / "logs" / "smoke" / "handoff" / "round_000.request.extxyz"
+    labels = request.with_name("round_000.labels.extxyz")
+    assert f"write them, same order, to {labels}" in err and request.exists()
+    frames = read(request, ":")
+    assert len(frames) == 8
+    bad = [f.copy() for f in frames]
+    bad[0].positions[0, 0] += 0.5
+    for f in bad:
+        f.calc = EMT()
+        f.info["REF_energy"] = f.get_potential_energy()
+        f.arrays["REF_forces"] = f.get_forces(apply_constraint=False)
+        f.calc = None
+    write(labels, bad)
+    assert main(args) == 2
+    assert "record 0: not the requested structure" in capsys.readouterr().err
+    for f, orig in zip(bad, frames):
+        f.positions[:] = orig.positions
+        f.calc = EMT()
+        f.info["REF_energy"] = f.get_potential_energy()
+        f.arrays["REF_forces"] = f.get_forces(apply_constraint=False)
+        f.calc = None
+    write(labels, bad)
+    assert main(args) == 0
+    state = json.loads((tmp_path / "logs" / "smoke" / "campaign.json").read_text())
+    assert state["status"] == "complete" and [r["n_labeled"] for r in state["rounds"]] == [16, 24]
+    assert sorted(f.info["pool_id"] for f in frames) == sorted(state["rounds"][0]["selected_ids"])
+
+
+def test_sanity_filter():
+    from ase import Atoms
+
+    from al_lightning.campaign.labeling import sanity_problem
+
+    close = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.3]], cell=[5, 5, 5], pbc=True)
+    assert "0.300 Å apart" in sanity_problem(close, 0.5, None, None)
+    far = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.9]], cell=[5, 5, 5], pbc=True)
+    assert sanity_problem(far, 0.5, None, None) is None
+    assert "predicted max |F| 12.00" in sanity_problem(far, 0.5, 10.0, 12.0)
