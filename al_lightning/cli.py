@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional
 
 import al_lightning  # noqa: F401  (import order: mace before e3nn)
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from al_lightning.campaign.labeling import HandoffPending
@@ -132,7 +133,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         return code
-    except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError,
+            MisconfigurationException) as exc:
         print(f"al-lightning: error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0

@@ -68,3 +68,16 @@ def test_bad_values(tmp_path, monkeypatch, capsys, option, message):
 def test_unknown_option_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "-c", SMOKE, "--campaign.budgett=3"]) == 2
+
+
+@pytest.mark.parametrize("config, first_missing", [
+    ("oc20_s2ef.yaml", "data/oc20/s2ef_train_200k_pool"),
+    ("t1x_reactions.yaml", "data/t1x/transition1x.h5"),
+    ("rgd1_energy.yaml", "data/rgd1/RGD1_CHNO.h5"),
+])
+def test_paper_configs_dry_run_name_missing_data(tmp_path, monkeypatch, capsys, config, first_missing):
+    monkeypatch.chdir(tmp_path)
+    for strategy in ("pv_lcmd", "committee_f", "random"):
+        assert main(["fit", "-c", str(ROOT / "configs" / config), "--dry_run", f"--campaign.strategy={strategy}"]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("al-lightning: error: data file for split 'pool' not found") and first_missing in last

@@ -32,6 +32,7 @@ from torch import Tensor
 __all__ = ["select_lcmd", "select_lcmd_ids"]
 
 _ROW_BLOCK_BYTES = 4 << 20
+_PREDICT_ROWS = 0.125  # simulate picks only when the largest clusters hold ≤ this fraction
 
 
 @dataclass
@@ -188,7 +189,7 @@ def _predict(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
     in_sim[torch.topk(sums, min(2 * n, state.n_centres)).indices] = True
     in_sim[state.assign[idx]] = True
     rows = torch.nonzero(in_sim[state.assign]).reshape(-1)
-    if rows.numel() > max(2048, k // 1):
+    if rows.numel() > max(2048, int(k * _PREDICT_ROWS)):
         return []
     sub = _State(state.x[rows], state.xn[rows], state.min_sq[rows], state.assign[rows],
                  state.n_centres, state.tol, state.row_block)

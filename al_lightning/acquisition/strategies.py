@@ -60,6 +60,9 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
+    def __init__(self) -> None:
+        self.diagnostics = {}
+
     def select(self, ctx: AcquisitionContext) -> np.ndarray:
         rng = np.random.default_rng([ctx.seed, ctx.round])
         return np.sort(rng.choice(ctx.candidates, size=ctx.budget, replace=False)).astype(np.int64)
@@ -83,9 +86,16 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
                  "committee_f": lambda **kw: CommitteeStrategy(target="forces", **kw)}
     if name not in factories:
         raise ValueError(f"campaign strategy {name!r} unknown; available: {list(STRATEGY_NAMES)}")
+    options = {c: set(inspect.signature(c.__init__).parameters) - {"self", "mode", "target"}
+               for c in (RandomStrategy, PVStrategy, CommitteeStrategy)}
     cls = {"random": RandomStrategy, "committee_e": CommitteeStrategy, "committee_f": CommitteeStrategy}.get(name, PVStrategy)
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "mode", "target"}
-    unknown = sorted(set(kwargs) - allowed)
+    unknown = sorted(set(kwargs) - set().union(*options.values()))
     if unknown:
-        raise ValueError(f"campaign.strategy_kwargs {unknown} not options of {name!r}; allowed: {sorted(allowed)}")
-    return factories[name](**kwargs)
+        raise ValueError(f"campaign.strategy_kwargs {unknown} not options of {name!r} (or any strategy); "
+                         f"allowed: {sorted(options[cls])}")
+    ignored = sorted(set(kwargs) - options[cls])
+    if ignored:  # options of other strategies: a config can switch strategy on the command line
+        import warnings
+
+        warnings.warn(f"campaign.strategy_kwargs {ignored} do not apply to {name!r} and are ignored", UserWarning)
+    return factories[name](**{k: v for k, v in kwargs.items() if k in options[cls]})

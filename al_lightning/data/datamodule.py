@@ -75,6 +75,7 @@ class ActiveDataModule(pl.LightningDataModule):
             ``REF_energy``/``REF_forces``, or ``energy``/``forces`` for calculator fields).
         elements: element symbols for a freshly built model (default: scanned from files).
         batch_size, eval_batch_size, num_workers: loader settings.
+        energy_only: the labels have no forces (e.g. RGD1): the force loss switches off.
         generate_workers: processes generating the EMT dataset.
         seed: shuffling seed (the epoch and round are mixed in).
     """
@@ -83,7 +84,7 @@ class ActiveDataModule(pl.LightningDataModule):
                  files: Optional[Dict[str, Union[str, Dict[str, Any]]]] = None, format: str = "auto",
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
-                 num_workers: int = 0, generate_workers: int = 2, seed: int = 0) -> None:
+                 num_workers: int = 0, generate_workers: int = 2, seed: int = 0, energy_only: bool = False) -> None:
         super().__init__()
         if files is not None and emt is not None:
             raise ValueError("data: give either 'emt' or 'files', not both")
@@ -100,6 +101,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self._elements = elements
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.generate_workers, self.seed = num_workers, generate_workers, seed
+        self.energy_only = energy_only
         self.round = 0
         self.labeled_ids: List[int] = []  # pool ids acquired so far, in order
         self.added: List[Atoms] = []  # their labeled structures
@@ -138,14 +140,17 @@ class ActiveDataModule(pl.LightningDataModule):
             self.prepare_data()
             options = {k: v for k, v in (self.files or {}).get(split, {}).items() if k != "path"}
             fmt = options.pop("format", self.format)
-            self._open[split] = open_structures(paths[split], fmt, self.energy_key, self.forces_key,
-                                                require_labels=split != "pool", **options)
+            reader = open_structures(paths[split], fmt, self.energy_key, self.forces_key,
+                                     require_labels=split != "pool", **options)
+            if self.energy_only and hasattr(reader, "require_forces"):
+                reader.require_forces = False
+            self._open[split] = reader
         return self._open[split]
 
     @property
     def has_forces(self) -> bool:
         """False for energy-only data (e.g. RGD1): the force loss is then switched off."""
-        return all(has_forces(self.structure_file(s)) for s in ("initial", "val"))
+        return not self.energy_only and all(has_forces(self.structure_file(s)) for s in ("initial", "val"))
 
     def setup(self, stage: Optional[str] = None) -> None:
         for split in self.split_paths():

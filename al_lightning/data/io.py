@@ -147,12 +147,14 @@ class StructureFile:
     """
 
     def __init__(self, path: "str | Path", energy_key: str = K.REF_ENERGY, forces_key: str = K.REF_FORCES,
-                 require_labels: bool = True, elements: Optional[Sequence[int]] = None) -> None:
+                 require_labels: bool = True, elements: Optional[Sequence[int]] = None,
+                 require_forces: Optional[bool] = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: file not found")
         self.energy_key, self.forces_key = energy_key, forces_key
         self.require_labels, self.elements = require_labels, elements
+        self.require_forces = require_labels if require_forces is None else require_forces
         self._kind = self._detect()
         self._offsets = extxyz_offsets(self.path) if self._kind == "extxyz" else None
         self._db = self._traj = self._frames = None
@@ -230,7 +232,7 @@ class StructureFile:
 
     def __getitem__(self, i: int) -> Atoms:
         return normalise(self.raw(i), f"{self.path}: record {i}", self.energy_key, self.forces_key,
-                         self.require_labels, self.require_labels, self.elements)
+                         self.require_labels, self.require_forces, self.elements)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

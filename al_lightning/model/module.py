@@ -200,7 +200,7 @@ class MACEModule(pl.LightningModule):
                                 amsgrad=self.hparams.amsgrad)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=self.hparams.scheduler_factor,
                                                            patience=self.hparams.scheduler_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "strict": False}}
 
     def reset_weights(self) -> None:
         """Back to the foundation / initial weights (a campaign round without warm start)."""
