@@ -2,6 +2,7 @@
 
     al-lightning fit -c configs/demo.yaml [--campaign.rounds 5 --trainer.max_epochs 20 ...]
     al-lightning fit -c configs/demo.yaml --dry_run     # validate config + data, exit
+    al-lightning study -c configs/study_emt.yaml        # strategies x seeds -> docs/results/
 
 Every option of the model (``model.*``), data (``data.*``), trainer (``trainer.*``) and
 campaign (``campaign.*``) can be set in YAML or overridden on the command line. Bad input
@@ -120,12 +121,29 @@ def one_line(exc: BaseException) -> str:
     return lines[0]
 
 
+def study(args: List[str]) -> int:
+    """``al-lightning study -c STUDY.yaml``: run / resume a strategies × seeds study."""
+    import argparse
+
+    from al_lightning.campaign.study import run_study
+
+    parser = argparse.ArgumentParser(prog="al-lightning study", description=run_study.__doc__)
+    parser.add_argument("-c", "--config", required=True, help="study YAML (see configs/study_emt.yaml)")
+    ns = parser.parse_args(args)
+    out = run_study(ns.config)
+    print(f"al-lightning: study written to {out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point (``al-lightning``); returns the exit status (2 for bad input)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
+        if args[:1] == ["study"]:
+            return study(args[1:])
         ALLightningCLI(args=None if argv is None else list(argv))
     except HandoffPending as exc:
         print(f"al-lightning: {exc}", file=sys.stderr)

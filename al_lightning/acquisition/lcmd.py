@@ -32,7 +32,6 @@ from torch import Tensor
 __all__ = ["select_lcmd", "select_lcmd_ids"]
 
 _ROW_BLOCK_BYTES = 4 << 20
-_PREDICT_ROWS = 0.125  # simulate picks only when the largest clusters hold ≤ this fraction
 
 
 @dataclass
@@ -129,20 +128,24 @@ def _centre(x: Tensor, mu: Tensor, rows: int = 8192) -> Tensor:
     return out
 
 
-def _sq_dists(state: _State, c: Tensor, cn: Tensor | None = None) -> Tensor:
-    """Squared distances of all K points to centres c (m, d), norms cn (m,) → (K, m) float64.
+def _dists(x: Tensor, xn: Tensor, c: Tensor, cn: Tensor, tol: float, row_block: int) -> Tensor:
+    """Squared distances of rows x (n, d) (norms xn) to c (m, d) (norms cn) → (n, m) float64.
 
     Distances ≤ tol·(‖x‖² + ‖c‖²) are set to exactly 0.
     """
-    x = state.x
     c = c.to(x.dtype)
     dots = torch.empty(x.shape[0], c.shape[0], dtype=x.dtype, device=x.device)
-    for s in range(0, x.shape[0], state.row_block):  # row blocks stay in cache for all m
-        torch.mm(x[s : s + state.row_block], c.T, out=dots[s : s + state.row_block])
-    cn = _row_sq_norms(c) if cn is None else cn
-    norms = state.xn[:, None] + cn[None, :]
+    for s in range(0, x.shape[0], row_block):  # row blocks stay in cache for all m
+        torch.mm(x[s : s + row_block], c.T, out=dots[s : s + row_block])
+    norms = xn[:, None] + cn[None, :]
     d2 = dots.to(torch.float64).mul_(-2.0).add_(norms)
-    return d2.masked_fill_(d2 <= norms.mul_(state.tol), 0.0)
+    return d2.masked_fill_(d2 <= norms.mul_(tol), 0.0)
+
+
+def _sq_dists(state: _State, c: Tensor, cn: Tensor | None = None) -> Tensor:
+    """Squared distances of all K points to centres c (m, d), norms cn (m,) → (K, m)."""
+    cn = _row_sq_norms(c.to(state.x.dtype)) if cn is None else cn
+    return _dists(state.x, state.xn, c, cn, state.tol, state.row_block)
 
 
 def _add_train_centres(state: _State, t: Tensor, block_elems: int) -> None:
@@ -180,42 +183,37 @@ def _add_pool_centre(state: _State, idx: int, col: Tensor) -> None:
     state.n_centres += 1
 
 
-def _predict(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
-    """The next ≤ n picks after idx, simulated exactly on the members of the 2n largest
-    clusters (other clusters assumed untouched; stops when one of them would win).
-    Returns [] when those members exceed K/8 rows (the simulation would cost a pass)."""
-    k, cap = state.x.shape[0], state.n_centres + n
-    in_sim = torch.zeros(cap, dtype=torch.bool, device=sums.device)
-    in_sim[torch.topk(sums, min(2 * n, state.n_centres)).indices] = True
-    in_sim[state.assign[idx]] = True
-    rows = torch.nonzero(in_sim[state.assign]).reshape(-1)
-    if rows.numel() > max(2048, int(k * _PREDICT_ROWS)):
-        return []
-    sub = _State(state.x[rows], state.xn[rows], state.min_sq[rows], state.assign[rows],
-                 state.n_centres, state.tol, state.row_block)
-    fixed = torch.cat([sums, sums.new_zeros(n)])  # sums of the clusters not simulated
-    pos, preds = int(torch.searchsorted(rows, idx)), []
-    for _ in range(n):
-        col = _sq_dists(sub, sub.x[pos : pos + 1], sub.xn[pos : pos + 1])[:, 0]
-        in_sim[sub.n_centres] = True
-        _add_pool_centre(sub, pos, col)
-        m = sub.n_centres
-        sim = torch.bincount(sub.assign, weights=sub.min_sq, minlength=m)
-        full = torch.where(in_sim[:m], sim, fixed[:m])
-        if not bool(in_sim[:m][full == full.max()].all()):
-            break  # a cluster outside the simulated set would win
-        nxt = _pick(sub, full)
-        if nxt is None:
-            break
-        pos = nxt
-        preds.append(int(rows[pos]))
-    return preds
+def _after_split(state: _State, c: int, n: int) -> tuple[list[int], list[int]]:
+    """Farthest members of c's cluster once c becomes a centre: (≤ n that stay with the old
+    centre, ≤ n that move to c), exact on that cluster. A cluster of > K/8 rows is not
+    split exactly: its n farthest members count as staying."""
+    rows = torch.nonzero(state.assign == state.assign[c]).reshape(-1)
+    if rows.numel() > max(1024, state.x.shape[0] // 8):
+        best = torch.topk(state.min_sq[rows], min(n + 1, rows.numel()))
+        return rows[best.indices[best.values > 0]].tolist(), []
+    d2 = _dists(state.x[rows], state.xn[rows], state.x[c : c + 1], state.xn[c : c + 1],
+                state.tol, state.row_block)[:, 0]
+    move = d2 < state.min_sq[rows]
+    out = []
+    for score in (torch.where(move, -math.inf, state.min_sq[rows]), torch.where(move, d2, -math.inf)):
+        best = torch.topk(score, min(n, rows.numel()))
+        out.append(rows[best.indices[best.values > 0]].tolist())
+    return out[0], out[1]
+
+
+def _interleave(*lists: list[int]) -> list[int]:
+    """Round-robin merge: a[0], b[0], c[0], a[1], ..."""
+    out = []
+    for j in range(max(map(len, lists), default=0)):
+        out += [lst[j] for lst in lists if j < len(lst)]
+    return out
 
 
 def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
     """Likely next picks after idx, most likely first (≤ 4n, idx and centres excluded):
-    the farthest members of the largest clusters, the farthest members of idx's own
-    cluster, then the farthest points overall."""
+    members of idx's cluster that stay farthest from the old centre after its split, the
+    farthest members of the largest clusters (the first few with their post-split
+    farthest), the farthest new members of idx's cluster, then the farthest points overall."""
     k = state.x.shape[0]
     live = state.min_sq > 0
     cmax = torch.full_like(sums, -math.inf).scatter_reduce(0, state.assign, state.min_sq, "amax")
@@ -223,9 +221,11 @@ def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
     first = torch.full_like(state.assign[: state.n_centres], k)
     first = first.scatter_reduce(0, state.assign[far], far, "amin")  # lowest far member
     top = torch.topk(sums, min(max(1, (2 * n) // 3 + 1), state.n_centres)).indices
-    cands = [i for i in first[top].tolist() if i < k]
-    own = torch.nonzero(live & (state.assign == state.assign[idx])).reshape(-1)
-    cands += own[torch.topk(state.min_sq[own], min(n // 3 + 1, own.numel())).indices].tolist()
+    heads = []
+    for j, head in enumerate(i for i in first[top].tolist() if i < k and i != idx):
+        heads += [head] + (sum(_after_split(state, head, 1), []) if j < n // 5 else [])
+    stay, move = _after_split(state, idx, n // 2)
+    cands = _interleave(stay, heads, move)
     n_all = min(4 * n + 1, k)
     cands += torch.topk(torch.where(live, state.min_sq, -math.inf), n_all).indices.tolist()
     out = list(dict.fromkeys(c for c in cands if c != idx and bool(live[c])))
@@ -249,9 +249,7 @@ class _Columns:
             self.hits += 1
             return self.cols.pop(idx)
         n = self.width - 1
-        want: list[int] = []
-        if sums is not None and n > 0:
-            want = list(dict.fromkeys(_predict(state, sums, idx, n) + _speculate(state, sums, idx, n)))
+        want = [] if sums is None or n == 0 else _speculate(state, sums, idx, n)
         # keep cached columns of the 2n likeliest; n new ones fill the pass (same cost)
         keep = {i: self.cols[i] for i in want[: 2 * n] if i in self.cols}
         new = [i for i in want if i not in self.cols][:n]

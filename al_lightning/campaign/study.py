@@ -1,0 +1,211 @@
+"""``al-lightning study -c STUDY.yaml``: strategies × seeds (× scenarios) on one dataset.
+
+A study YAML names a base campaign config, extra command-line overrides, the seeds, the
+strategies (label → overrides) and optional scenarios (label → overrides, e.g. a biased
+pool). Each campaign runs in-process via the ``fit`` command into its own campaign
+directory, so an interrupted study resumes campaign by campaign. Results go to
+``<output>/``: ``results.json``, ``results.md`` (final-round and AUC MAE/RMSE per split,
+mean ± std over seeds, paired difference to the reference strategy with a 95% t-interval),
+learning-curve PNGs per split and scenario, and wall time per strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import yaml
+
+METRICS = ("energy_mae", "forces_mae", "energy_rmse", "forces_rmse")
+
+
+@dataclass
+class StudyConfig:
+    """Parsed study YAML (paths relative to the YAML file's folder unless absolute)."""
+
+    name: str
+    base_config: str
+    seeds: List[int]
+    strategies: Dict[str, List[str]]
+    scenarios: Dict[str, Dict] = field(default_factory=lambda: {"default": {"overrides": []}})
+    overrides: List[str] = field(default_factory=list)
+    reference: str = "random"
+    campaign_root: str = "logs/study"
+    output: str = "docs/results"
+
+    @classmethod
+    def load(cls, path: Path) -> "StudyConfig":
+        raw = yaml.safe_load(Path(path).read_text())
+        if not isinstance(raw, dict) or "study" not in raw:
+            raise ValueError(f"{path}: expected a top-level 'study:' mapping")
+        body = dict(raw["study"])
+        missing = [k for k in ("name", "base_config", "seeds", "strategies") if k not in body]
+        if missing:
+            raise ValueError(f"{path}: study lacks {missing}")
+        cfg = cls(**body)
+        if cfg.reference not in cfg.strategies:
+            raise ValueError(f"{path}: study.reference {cfg.reference!r} is not one of the strategies")
+        return cfg
+
+    def resolve(self, base: Path, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else (base / p).resolve()
+
+
+def campaign_runs(cfg: StudyConfig):
+    """(scenario, strategy, seed, extra args) for every campaign of the study."""
+    for scen, spec in cfg.scenarios.items():
+        allowed = spec.get("strategies") or list(cfg.strategies)
+        for label in allowed:
+            for seed in cfg.seeds:
+                yield scen, label, seed, list(spec.get("overrides", [])) + list(cfg.strategies[label])
+
+
+def run_study(path: Path) -> Path:
+    """Run (or resume) every campaign, then write the tables and plots; returns the output dir."""
+    from al_lightning.cli import main
+
+    path = Path(path).resolve()
+    cfg = StudyConfig.load(path)
+    base = path.parent.parent if path.parent.name == "configs" else path.parent
+    root = cfg.resolve(base, cfg.campaign_root) / cfg.name
+    for scen, label, seed, extra in campaign_runs(cfg):
+        cdir = root / scen / label / f"seed{seed}"
+        state = cdir / "campaign.json"
+        if state.exists() and json.loads(state.read_text()).get("status") == "complete":
+            continue
+        print(f"[study {cfg.name}] {scen} / {label} / seed {seed}", flush=True)
+        t0 = time.perf_counter()
+        args = ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
+                f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
+                f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+        code = main(args)
+        if code != 0:
+            raise RuntimeError(f"study {cfg.name}: campaign {scen}/{label}/seed{seed} failed (exit {code})")
+        print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    out = cfg.resolve(base, cfg.output) / cfg.name
+    write_results(cfg, root, out)
+    return out
+
+
+def collect(cfg: StudyConfig, root: Path) -> Dict:
+    """{scenario: {strategy: {seed: campaign state}}} of completed campaigns."""
+    runs: Dict = {}
+    for scen, label, seed, _ in campaign_runs(cfg):
+        state = root / scen / label / f"seed{seed}" / "campaign.json"
+        if state.exists():
+            runs.setdefault(scen, {}).setdefault(label, {})[seed] = json.loads(state.read_text())
+    return runs
+
+
+def auc(state: Dict, key: str) -> float:
+    """Area under the learning curve divided by its label range (= mean error over labels)."""
+    x = np.array([r["n_labeled"] for r in state["rounds"]], float)
+    y = np.array([r["metrics"].get(key, np.nan) for r in state["rounds"]], float)
+    if len(x) < 2:
+        return float(y[-1])
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+
+
+def paired_interval(diffs: np.ndarray) -> tuple:
+    """Mean paired difference and its 95% t-interval half width (nan for one seed)."""
+    from scipy.stats import t
+
+    n = len(diffs)
+    if n < 2:
+        return float(np.mean(diffs)), float("nan")
+    return float(np.mean(diffs)), float(t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / np.sqrt(n))
+
+
+def summarise(cfg: StudyConfig, runs: Dict) -> Dict:
+    """Per scenario / strategy / split / metric: final and AUC mean, std, paired diff to reference."""
+    table: Dict = {}
+    for scen, strategies in runs.items():
+        ref = strategies.get(cfg.reference, {})
+        for label, seeds in strategies.items():
+            rows = table.setdefault(scen, {}).setdefault(label, {"seeds": sorted(seeds), "metrics": {}})
+            rows["seconds"] = float(np.mean([sum(r.get("fit_seconds", 0) + r.get("acquire_seconds", 0)
+                                                 for r in s["rounds"]) for s in seeds.values()]))
+            rows["acquire_seconds"] = float(np.mean([sum(r.get("acquire_seconds", 0) for r in s["rounds"])
+                                                     for s in seeds.values()]))
+            keys = sorted({k for s in seeds.values() for k in s["rounds"][-1]["metrics"] if k.startswith("test")})
+            for key in keys:
+                for kind, fn in (("final", lambda s, k: s["rounds"][-1]["metrics"].get(k, np.nan)), ("auc", auc)):
+                    vals = np.array([fn(seeds[sd], key) for sd in sorted(seeds)])
+                    common = [sd for sd in sorted(seeds) if sd in ref]
+                    diffs = np.array([fn(seeds[sd], key) - fn(ref[sd], key) for sd in common])
+                    d, hw = paired_interval(diffs) if len(diffs) else (float("nan"), float("nan"))
+                    rows["metrics"][f"{key}/{kind}"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                                                        "diff_to_ref": d, "diff_95": hw}
+    return table
+
+
+def write_results(cfg: StudyConfig, root: Path, out: Path) -> None:
+    """results.json, results.md and learning-curve PNGs under ``out``."""
+    from al_lightning.campaign.outputs import write_json
+
+    runs = collect(cfg, root)
+    table = summarise(cfg, runs)
+    write_json(out / "results.json", {"study": cfg.name, "reference": cfg.reference, "table": table})
+    (out / "results.md").write_text(results_markdown(cfg, table))
+    for scen, strategies in runs.items():
+        plot_study_curves(strategies, out / f"curves_{scen}.png", cfg.name + (f" ({scen})" if scen != "default" else ""))
+
+
+def results_markdown(cfg: StudyConfig, table: Dict) -> str:
+    lines = [f"# Study `{cfg.name}`", "",
+             f"Mean ± std over seeds {cfg.seeds}; Δ = paired difference to `{cfg.reference}` (same seed), "
+             "± its 95% t-interval half width; negative Δ = lower error than the reference. "
+             "AUC = mean error over the learning curve. Energies eV/atom, forces eV/Å.", ""]
+    for scen, strategies in table.items():
+        splits = sorted({k.split("/")[0] for s in strategies.values() for k in s["metrics"]})
+        for metric in ("forces_mae", "energy_mae"):
+            for kind in ("final", "auc"):
+                lines += [f"## {scen}: {metric} ({kind})", "", "| strategy | " + " | ".join(splits) + " | time (s) |",
+                          "|---|" + "---|" * (len(splits) + 1)]
+                for label, rows in strategies.items():
+                    cells = []
+                    for split in splits:
+                        m = rows["metrics"].get(f"{split}/{metric}/{kind}")
+                        if m is None:
+                            cells.append("–")
+                            continue
+                        cell = f"{m['mean']:.4f} ± {m['std']:.4f}"
+                        if label != cfg.reference and np.isfinite(m["diff_to_ref"]):
+                            cell += f" (Δ {m['diff_to_ref']:+.4f} ± {m['diff_95']:.4f})"
+                        cells.append(cell)
+                    lines.append(f"| {label} | " + " | ".join(cells) + f" | {rows['seconds']:.0f} |")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def plot_study_curves(strategies: Dict, path: Path, title: str) -> None:
+    """One panel per test split: force MAE vs labels, mean over seeds, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    any_state = next(iter(next(iter(strategies.values())).values()))
+    splits = sorted({k.split("/")[0] for k in any_state["rounds"][-1]["metrics"] if k.startswith("test")})
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        for label, seeds in strategies.items():
+            curves = np.array([[r["metrics"].get(f"{split}/forces_mae", np.nan) for r in s["rounds"]]
+                               for s in seeds.values()])
+            x = [r["n_labeled"] for r in next(iter(seeds.values()))["rounds"]]
+            ax.plot(x, np.nanmean(curves, axis=0), marker="o", ms=3, label=label)
+        ax.set_title(split, fontsize=9)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("force MAE (eV/Å)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
