@@ -15,6 +15,15 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 FAST = ["--trainer.max_epochs=1", "--campaign.export_models=false"]
 
 
+def _emt_labeled(frames):
+    for f in frames:
+        f.calc = EMT()
+        f.info["REF_energy"] = f.get_potential_energy()
+        f.arrays["REF_forces"] = f.get_forces(apply_constraint=False)
+        f.calc = None
+    return frames
+
+
 @pytest.mark.slow
 def test_failing_oracle_campaign_completes_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -48,21 +57,10 @@ def test_file_handoff_stops_cleanly_then_resumes(tmp_path, monkeypatch, capsys):
     assert len(frames) == 8
     bad = [f.copy() for f in frames]
     bad[0].positions[0, 0] += 0.5
-    for f in bad:
-        f.calc = EMT()
-        f.info["REF_energy"] = f.get_potential_energy()
-        f.arrays["REF_forces"] = f.get_forces(apply_constraint=False)
-        f.calc = None
-    write(labels, bad)
+    write(labels, _emt_labeled(bad))
     assert main(args) == 2
     assert "record 0: not the requested structure" in capsys.readouterr().err
-    for f, orig in zip(bad, frames):
-        f.positions[:] = orig.positions
-        f.calc = EMT()
-        f.info["REF_energy"] = f.get_potential_energy()
-        f.arrays["REF_forces"] = f.get_forces(apply_constraint=False)
-        f.calc = None
-    write(labels, bad)
+    write(labels, _emt_labeled([f.copy() for f in frames]))
     assert main(args) == 0
     state = json.loads((tmp_path / "logs" / "smoke" / "campaign.json").read_text())
     assert state["status"] == "complete" and [r["n_labeled"] for r in state["rounds"]] == [16, 24]
