@@ -69,7 +69,11 @@ def _validate(pool: Tensor, batch_size: int, train: Tensor | None):
         raise ValueError(f"pool dimension {x.shape[1]} does not match train dimension {t.shape[1]}")
     if t is not None and t.shape[0] == 0:
         t = None
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 0:
+    try:
+        ok = not isinstance(batch_size, (bool, str)) and int(batch_size) == batch_size >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"batch_size must be a non-negative integer, got {batch_size!r}")
     if batch_size > x.shape[0]:
         raise ValueError(f"batch_size {batch_size} > number of pool points {x.shape[0]}")
@@ -218,7 +222,7 @@ def _speculate(state: _State, sums: Tensor, idx: int, n: int) -> list[int]:
     live = state.min_sq > 0
     cmax = torch.full_like(sums, -math.inf).scatter_reduce(0, state.assign, state.min_sq, "amax")
     far = torch.nonzero(live & (state.min_sq == cmax[state.assign])).reshape(-1)
-    first = torch.full_like(state.assign[: state.n_centres], k)
+    first = torch.full((state.n_centres,), k, dtype=state.assign.dtype, device=state.assign.device)
     first = first.scatter_reduce(0, state.assign[far], far, "amin")  # lowest far member
     top = torch.topk(sums, min(max(1, (2 * n) // 3 + 1), state.n_centres)).indices
     heads = []
@@ -291,8 +295,10 @@ def select_lcmd(
 
     pool: (K, d) or (K, rows, p) vectors, train: (n_T, d) or None (raw Euclidean
     distances on the vectors as given; whiten them first for the posterior space).
-    Returns (batch_size,) int64 indices into pool, in pick order. ``lookahead`` columns
-    per pass over the pool matrix (1: no speculation; the result is the same).
+    Returns (batch_size,) int64 indices into pool (CPU), in pick order. ``lookahead``:
+    distance columns per pass over the pool matrix (1: no speculation; same rule, only
+    the rounding of the products may differ). ``block_elems``: bound on the float64
+    distance block of the training-centre pass.
     ``stats``, if given, receives passes / columns / hits counters.
     """
     x, t, b = _validate(pool, batch_size, train)
@@ -310,11 +316,13 @@ def select_lcmd(
         sums = _cluster_sums(state) if state.n_centres else None
         idx = first if sums is None else _pick(state, sums)
         if idx is None:
-            return _exhausted(picks, x.shape[0], b, on_exhausted)
+            break
         _add_pool_centre(state, idx, columns.get(state, idx, sums))
         picks.append(idx)
     if stats is not None:
         stats.update(passes=columns.passes, columns=columns.computed, hits=columns.hits)
+    if len(picks) < b:
+        return _exhausted(picks, x.shape[0], b, on_exhausted)
     return torch.tensor(picks, dtype=torch.int64)
 
 
