@@ -151,3 +151,18 @@ def test_cholesky_jitter_retry_and_failure():
     empty = build_precision(GramPartial(torch.zeros(3, 3, dtype=F64), 0))
     x = torch.randn(4, 3, dtype=F64)
     assert rel_err(empty.score(x), (x * x).sum(1)) < 1e-12
+
+
+def test_float32_solve_is_close_and_float64_is_default():
+    g = torch.Generator().manual_seed(21)
+    train = torch.randn(200, 32, generator=g)
+    pool = torch.randn(50, 32, generator=g)
+    acc = PrecisionAccumulator(32)
+    acc.add(0, train)
+    prec = acc.precision()
+    exact = posterior_variance(pool.double(), train.double(), prec.lam)
+    assert rel_err(prec.score(pool), exact) < 1e-10
+    fast = prec.score(pool, dtype=torch.float32)
+    assert fast.dtype == F64 and 0 < rel_err(fast, exact) < 1e-4
+    with pytest.raises(ValueError, match="dtype"):
+        prec.score(pool, dtype=torch.float16)

@@ -91,3 +91,10 @@ def test_constructor_validation(tmp_path):
         ActiveDataModule(emt=EMTCatalysisSpec(), files={"initial": "a", "val": "b"})
     d = ActiveDataModule(files={"initial": str(tmp_path / "a.xyz"), "val": str(tmp_path / "b.xyz")})
     assert [p.name for p in d.missing_files()] == ["a.xyz", "b.xyz"]
+
+
+def test_graphs_are_built_in_worker_processes(dm):
+    dm.num_workers = 2
+    batches = list(dm.pool_dataloader(list(range(10)), batch_size=4))
+    assert [b[K.STRUCTURE_ID].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert batches[0][K.POSITIONS].dtype == torch.get_default_dtype()

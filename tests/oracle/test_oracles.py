@@ -46,3 +46,26 @@ def test_stored_oracle_needs_labels(tmp_path, tiny_paths):
     write(tmp_path / "p.extxyz", [a])
     with pytest.raises(OracleError, match="record 0: no energy label.*calculator oracle"):
         StoredLabelOracle(StructureFile(tmp_path / "p.extxyz", require_labels=False)).label([0], [a])
+
+
+
+
+def test_calculator_timeout(tiny_paths, monkeypatch):
+    import sys
+    import time
+
+    from ase.calculators.calculator import Calculator
+
+    class Slow(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+            time.sleep(5)
+
+    monkeypatch.setattr(sys.modules[__name__], "Slow", Slow, raising=False)
+    pool = StructureFile(tiny_paths["pool"], require_labels=False)
+    oracle = CalculatorOracle(f"{__name__}.Slow", timeout_s=0.2)
+    t0 = time.perf_counter()
+    with pytest.raises(OracleError, match="pool id 3: TimeoutError: no label within 0.2 s"):
+        oracle.label([3], [pool.raw(3)])
+    assert time.perf_counter() - t0 < 2.0
