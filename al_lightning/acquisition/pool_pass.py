@@ -95,7 +95,7 @@ def pool_shortlist(setup: PassSetup, datamodule, candidates: np.ndarray, spec: F
             faults.hit("pool")
             yield rows.ids, rows.rows, rows.lcmd
 
-    top = score_pool(chunks(), precision, k, lcmd_space=lcmd_space, vector_dtype=torch.float64)
+    top = score_pool(chunks(), precision, k, lcmd_space=lcmd_space, vector_dtype=torch.float32)
     shortlists = setup.comm.all_gather(to_cpu(top))
     seen = [int(i) for b in mine for i in b]
     return merge_topk(shortlists, k), seen

@@ -117,8 +117,9 @@ class PVStrategy(Strategy):
         if self.mode == "pv_topb":
             return top.ids[:budget].numpy().astype(np.int64)
         centres = train_lcmd if self.lcmd_space == "raw" else precision.whiten_vectors(train_lcmd)
-        vectors = top.vectors.to(torch.float64)
-        return select_lcmd_ids(top.ids, vectors, budget, train=centres if len(centres) else None).numpy()
+        # duplicates in a pool can leave fewer distinct points than B: fill with the lowest ids
+        return select_lcmd_ids(top.ids, top.vectors, budget, train=centres if len(centres) else None,
+                               on_exhausted="fill").numpy()
 
     def _diagnostics(self, ctx, setup, pool_spec, precision, gram, top, ids, hist) -> Dict[str, Any]:
         counts = hist.merged(ctx.comm)

@@ -111,7 +111,10 @@ class StreamingTopK:
         elif self._has_vectors != (vectors is not None):
             raise ValueError("every chunk must carry vectors, or none")
         self.n_seen += int(ids.numel())
-        if len(self) and bool(torch.isin(ids, self._ids).any()):
+        if not len(self):  # the shortlist lives on the device of the scores
+            dev = scores.device
+            self._scores, self._ids, self._slots = (t.to(dev) for t in (self._scores, self._ids, self._slots))
+        elif bool(torch.isin(ids, self._ids).any()):
             raise ValueError("an id in this chunk is already in the shortlist (ids must be unique)")
         cand = torch.nonzero(self._filter(scores, ids)).reshape(-1)
         if cand.numel() == 0:
@@ -182,13 +185,15 @@ def score_pool(
     k: int,
     lcmd_space: str = "raw",
     vector_dtype: torch.dtype | None = torch.float32,
+    score_dtype: torch.dtype = torch.float64,
 ) -> TopK:
     """Stream (ids (n,), rows (n, p) | (n, r, p), lcmd_vectors (n, d) | None) chunks.
 
-    Scores each chunk's PV in float64 and keeps the running top-k with the chunk's LCMD
-    vectors (``lcmd_space='whitened'``: ψ = √λ L⁻¹ per p-block, d = q·p) stored as
-    ``vector_dtype`` (None: as given). Holds no reference to a chunk once the next one is
-    requested, so a generator keeps at most two chunks alive.
+    Scores each chunk's PV (solve in ``score_dtype``, float64 by default; see
+    :meth:`Precision.score`) and keeps the running top-k with the chunk's LCMD vectors
+    (``lcmd_space='whitened'``: ψ = √λ L⁻¹ per p-block, d = q·p) stored as
+    ``vector_dtype`` (None: as given). Holds no reference to a chunk once the next one
+    is requested, so a generator keeps at most two chunks alive.
     """
     if lcmd_space not in ("raw", "whitened"):
         raise ValueError(f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}")
@@ -196,7 +201,7 @@ def score_pool(
     for chunk in chunks:
         ids, rows, vectors = chunk
         del chunk
-        scores = precision.score(rows)
+        scores = precision.score(rows, dtype=score_dtype)
         del rows
         if vectors is not None and lcmd_space == "whitened":
             vectors = precision.whiten_vectors(vectors)

@@ -246,6 +246,9 @@ class Campaign:
         outputs.write_json(rdir / "metrics.json", record["metrics"])
         faults.hit("write")
         write_extxyz(rdir / "labeled.extxyz", self.dm.labeled_structures()[: record["n_labeled"]])
+        if record["selected_ids"]:
+            bought, _ = self.store.stored(r)
+            write_extxyz(rdir / "acquired.extxyz", [bought[i] for i in record["selected_ids"] if i in bought])
         if self.cfg.export_models:
             outputs.export_model(self.module.net, rdir / "model.model")
         faults.hit("write")

@@ -37,7 +37,7 @@ def reference_lcmd(pool: torch.Tensor, b: int, train: torch.Tensor | None = None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("n_train", [0, 7])
+@pytest.mark.parametrize("n_train", [0, 7, 300])  # 300 > K: more centres than points
 def test_lcmd_matches_reference_on_random_data(seed, n_train):
     g = torch.Generator().manual_seed(seed)
     # a few anisotropic blobs so clusters differ in size

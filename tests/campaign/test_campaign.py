@@ -62,7 +62,7 @@ def test_smoke_campaign_outputs(tmp_path, monkeypatch):
 
     last = read(d / "round_002" / "labeled.extxyz", ":")
     assert len(last) == 32 and all("REF_energy" in a.info and "REF_forces" in a.arrays for a in last)
-    bought = read(d / "labels" / "round_001.extxyz", ":")
+    bought = read(d / "round_001" / "acquired.extxyz", ":")
     assert [a.info["pool_id"] for a in bought] == state["rounds"][1]["selected_ids"]
     # TensorBoard holds round metrics for every split
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
