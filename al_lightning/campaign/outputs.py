@@ -73,16 +73,21 @@ def plot_learning_curves(rounds: List[dict], path: Path) -> None:
 def write_report(state: Dict, path: Path) -> None:
     """Markdown report: settings, per-round errors per split, failures."""
     rounds = state["rounds"]
-    keys = sorted({k for r in rounds for k in r["metrics"] if k.startswith("test")})
+    splits = sorted({k.split("/")[0] for r in rounds for k in r["metrics"]})
     cfg = state["config"]
     lines = [f"# Campaign `{state['name']}`", "",
              f"strategy `{cfg['strategy']}`, budget {cfg['budget']} per round, {cfg['rounds']} acquisitions, "
              f"seed {cfg['seed']}, oracle `{cfg['oracle']}`; status: **{state['status']}**", "",
-             "![learning curves](learning_curve.png)", "",
-             "| round | labels | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for r in rounds:
-        vals = " | ".join(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "–" for k in keys)
-        lines.append(f"| {r['round']} | {r['n_labeled']} | {vals} |")
+             "![learning curves](learning_curve.png)", ""]
+    for metric, unit in (("forces_mae", "eV/Å"), ("energy_mae", "eV/atom"), ("forces_rmse", "eV/Å"),
+                         ("energy_rmse", "eV/atom")):
+        lines += [f"## {metric} ({unit})", "", "| round | labels | " + " | ".join(splits) + " |",
+                  "|---|---|" + "---|" * len(splits)]
+        for r in rounds:
+            vals = " | ".join(f"{r['metrics'][f'{s}/{metric}']:.4f}" if f"{s}/{metric}" in r["metrics"] else "–"
+                              for s in splits)
+            lines.append(f"| {r['round']} | {r['n_labeled']} | {vals} |")
+        lines.append("")
     failed = state.get("failed", [])
     lines += ["", f"Oracle failures: {len(failed)}"]
     lines += [f"- pool id {f['id']} (round {f['round']}): {f['error']}" for f in failed]
