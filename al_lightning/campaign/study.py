@@ -97,8 +97,9 @@ def collect(cfg: StudyConfig, root: Path) -> Dict:
     runs: Dict = {}
     for scen, label, seed, _ in campaign_runs(cfg):
         state = root / scen / label / f"seed{seed}" / "campaign.json"
-        if state.exists():
-            runs.setdefault(scen, {}).setdefault(label, {})[seed] = json.loads(state.read_text())
+        data = json.loads(state.read_text()) if state.exists() else {}
+        if data.get("status") == "complete":
+            runs.setdefault(scen, {}).setdefault(label, {})[seed] = data
     return runs
 
 
