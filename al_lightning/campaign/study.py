@@ -195,6 +195,7 @@ def plot_study_curves(strategies: Dict, path: Path, title: str) -> None:
     splits = sorted({k.split("/")[0] for k in any_state["rounds"][-1]["metrics"] if k.startswith("test")})
     fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors[: max(1, len(strategies))])
         for label, seeds in strategies.items():
             curves = np.array([[r["metrics"].get(f"{split}/forces_mae", np.nan) for r in s["rounds"]]
                                for s in seeds.values()])
