@@ -28,12 +28,12 @@ def _emt_labeled(frames):
 def test_failing_oracle_campaign_completes_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "-c", SMOKE, *FAST, "--campaign.budget=20", "--campaign.oracle=al_lightning.campaign.faults.FlakyEMT",
-            "--campaign.oracle_kwargs={fail_fraction: 0.2}"]
+            "--campaign.oracle_kwargs={fail_fraction: 0.1}"]
     assert main(args) == 0
     d = tmp_path / "logs" / "smoke"
     state = json.loads((d / "campaign.json").read_text())
     failed = state["failed"]
-    assert failed, "a 20% flaky oracle over 40 labels should fail at least once"
+    assert failed, "a 10% flaky oracle over 40 labels should fail at least once"
     assert {"simulated SCF failure" in f["error"] or "is nan" in f["error"] for f in failed} <= {True}
     ok = sum(len(r["selected_ids"]) for r in state["rounds"]) - len(failed)
     assert state["rounds"][-1]["n_labeled"] == 16 + ok
