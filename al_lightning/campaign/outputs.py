@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import torch
 
+from al_lightning.atomic import atomic_write
+
 
 def write_json(path: Path, obj) -> None:
     """Atomic JSON write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=_jsonable)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: json.dump(obj, fh, indent=1, default=_jsonable))
 
 
 def _jsonable(x):
@@ -38,11 +33,8 @@ def _jsonable(x):
 
 def export_model(net: torch.nn.Module, path: Path) -> None:
     """A deployable MACE ``.model`` (a pickled module, as mace's own tools write) on CPU."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(net).cpu().eval()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(model, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(model, fh), binary=True)
 
 
 def plot_learning_curves(rounds: List[dict], path: Path) -> None:

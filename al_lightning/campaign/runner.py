@@ -21,6 +21,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
+from al_lightning.atomic import atomic_write
 from al_lightning.acquisition.strategies import STRATEGIES, AcquisitionContext, make_strategy
 from al_lightning.campaign import faults, outputs
 from al_lightning.campaign.faults import FaultCallback
@@ -138,7 +139,7 @@ class Campaign:
         if self.is_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self.config_dump:
-                _atomic_text(self.dir / "config.yaml", self.config_dump)
+                atomic_write(self.dir / "config.yaml", lambda fh: fh.write(self.config_dump))
         for r in range(start, self.cfg.rounds + 1):
             self.run_round(r)
         self.state["status"] = "complete"
@@ -252,8 +253,8 @@ class Campaign:
         if self.cfg.export_models:
             outputs.export_model(self.module.net, rdir / "model.model")
         faults.hit("write")
-        _atomic_save({"net": self.module.net.state_dict(), "datamodule": self.dm.state_dict(), "round": r},
-                     rdir / "checkpoint.pt")
+        ckpt = {"net": self.module.net.state_dict(), "datamodule": self.dm.state_dict(), "round": r}
+        atomic_write(rdir / "checkpoint.pt", lambda fh: torch.save(ckpt, fh), binary=True)
         outputs.log_round_metrics(self.dir / "tb" / "rounds", r, record["n_labeled"], record["metrics"])
         faults.hit("write")
         self._write_state()
@@ -284,18 +285,3 @@ def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]
     return out
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

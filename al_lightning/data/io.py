@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import math
-import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -132,10 +131,9 @@ def extxyz_offsets(path: Path) -> np.ndarray:
     if not offsets:
         raise DataError(f"{path}: no structures (empty file)")
     arr = np.asarray(offsets, dtype=np.int64)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, cached)
+    from al_lightning.atomic import atomic_write
+
+    atomic_write(cached, lambda fh: np.save(fh, arr), binary=True)
     return arr
 
 
@@ -248,11 +246,6 @@ def write_extxyz(path: "str | Path", frames: Sequence[Atoms]) -> None:
     """Write frames atomically (temp file + fsync + rename) with mace's REF keys."""
     from ase.io import write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        write(fh, list(frames), format="extxyz")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from al_lightning.atomic import atomic_write
+
+    atomic_write(path, lambda fh: write(fh, list(frames), format="extxyz"))
