@@ -19,6 +19,7 @@ from al_lightning.acquisition.lcmd import select_lcmd_ids
 from al_lightning.acquisition.pool_pass import (LogHistogram, PassSetup, pool_shortlist, split_calibration,
                                                 training_side)
 from al_lightning.acquisition.strategies import AcquisitionContext, Strategy
+from al_lightning.model.mace import on_device
 from al_lightning.features import FEATURE_KINDS, FORCE_MODES, FeatureSpec, TensorSketch, resolve_params
 
 MODES = ("pv_topb", "pv_lcmd", "lcmd")
@@ -95,9 +96,7 @@ class PVStrategy(Strategy):
     def select(self, ctx: AcquisitionContext) -> np.ndarray:
         k = self._k(ctx)
         net = ctx.module.net
-        home = next(net.parameters()).device
-        net.to(ctx.device)
-        try:
+        with on_device(net, ctx.device):
             hp = ctx.module.hparams
             setup = PassSetup(net, ctx.device, float(hp.energy_weight), float(hp.forces_weight), self.batch_size, ctx.comm)
             train_spec, pool_spec = self.specs(net)
@@ -107,8 +106,6 @@ class PVStrategy(Strategy):
                                                       k, self.lcmd_space, hist)
             ids = self._choose(top, train_lcmd, precision, ctx.budget, ctx.comm.rank)
             self.diagnostics = self._diagnostics(ctx, setup, pool_spec, precision, gram, top, ids, hist)
-        finally:
-            net.to(home)
         return ids
 
     def _choose(self, top, train_lcmd, precision, budget: int, rank: int) -> np.ndarray:

@@ -69,7 +69,6 @@ class RandomStrategy(Strategy):
 
 
 STRATEGY_NAMES = ("random", "pv_topb", "pv_lcmd", "lcmd", "committee_e", "committee_f")
-STRATEGIES = STRATEGY_NAMES  # kept for callers that check membership
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:

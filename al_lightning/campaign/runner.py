@@ -22,11 +22,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
 from al_lightning.atomic import atomic_write
-from al_lightning.acquisition.strategies import STRATEGIES, AcquisitionContext, make_strategy
+from al_lightning.acquisition.strategies import STRATEGY_NAMES, AcquisitionContext, make_strategy
 from al_lightning.campaign import faults, outputs
 from al_lightning.campaign.faults import FaultCallback
 from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
 from al_lightning.data.io import write_extxyz
+from al_lightning.model.mace import on_device
 from al_lightning.model.metrics import split_metrics
 from al_lightning.oracle import make_oracle
 
@@ -70,8 +71,8 @@ class CampaignConfig:
             raise ValueError(f"campaign.budget must be >= 1, got {self.budget}")
         if self.oracle_timeout is not None and self.oracle_timeout <= 0:
             raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {sorted(STRATEGIES)}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {list(STRATEGY_NAMES)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"campaign.name must be a non-empty folder name, got {self.name!r}")
 
@@ -271,17 +272,12 @@ class Campaign:
 def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:
     """Max predicted |F| per pool id (for the sanity filter), on CPU."""
     out = {}
-    net = module.net
-    home = next(net.parameters()).device
-    net.to("cpu")
-    try:
+    with on_device(module.net, "cpu") as net:
         for batch in datamodule.pool_dataloader(ids):
             forces = net(batch.to_dict(), training=False, compute_force=True)["forces"].detach()
             norms = forces.norm(dim=1)
             for g, sid in enumerate(batch["structure_id"].tolist()):
                 out[int(sid)] = float(norms[batch["batch"] == g].max())
-    finally:
-        net.to(home)
     return out
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import warnings
 from dataclasses import dataclass, field
@@ -165,3 +166,15 @@ def set_trainable(model: torch.nn.Module, patterns: Optional[Sequence[str]]) -> 
         if on:
             chosen.append(n)
     return chosen
+
+
+@contextlib.contextmanager
+def on_device(net: torch.nn.Module, device):
+    """Run a block with ``net`` on ``device``, then put it back where it was
+    (Lightning's teardown leaves the module on CPU before ``on_fit_end``)."""
+    home = next(net.parameters()).device
+    net.to(device)
+    try:
+        yield net
+    finally:
+        net.to(home)
