@@ -3,6 +3,7 @@
     al-lightning fit -c configs/demo.yaml [--campaign.rounds 5 --trainer.max_epochs 20 ...]
     al-lightning fit -c configs/demo.yaml --dry_run     # validate config + data, exit
     al-lightning study -c configs/study_emt.yaml        # strategies x seeds -> docs/results/
+    al-lightning pretrain -c configs/pretrain_emt.yaml  # train the shipped backbone
 
 Every option of the model (``model.*``), data (``data.*``), trainer (``trainer.*``) and
 campaign (``campaign.*``) can be set in YAML or overridden on the command line. Bad input
@@ -49,6 +50,13 @@ class ALLightningCLI(LightningCLI):
         super().__init__(MACEModule, ActiveDataModule, seed_everything_default=0, save_config_callback=None,
                          trainer_defaults=TRAINER_DEFAULTS, args=args, run=run,
                          auto_configure_optimizers=False, subclass_mode_model=False, subclass_mode_data=False)
+
+    def init_parser(self, **kwargs):
+        parser = super().init_parser(**kwargs)
+        parser.epilog = ("other commands: 'al-lightning pretrain -c CONFIG' trains a backbone on the embedded "
+                         "foundation data (configs/pretrain_emt.yaml); 'al-lightning study -c CONFIG' runs a "
+                         "strategies x seeds benchmark study (configs/study_emt.yaml). Add --help to either.")
+        return parser
 
     @staticmethod
     def subcommands():
@@ -144,6 +152,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args[:1] == ["study"]:
             return study(args[1:])
+        if args[:1] == ["pretrain"]:
+            from al_lightning.pretrain import main as pretrain
+
+            return pretrain(args[1:])
         ALLightningCLI(args=None if argv is None else list(argv))
     except HandoffPending as exc:
         print(f"al-lightning: {exc}", file=sys.stderr)
