@@ -1,19 +1,22 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -- creates .venv on first use, then runs the demo campaign on the embedded EMT data
 #   make test   -- creates .venv on first use, then runs the test suite
+# Another torch build: make install TORCH_INDEX=<wheel index URL> (see README "Install").
 VENV ?= .venv
 PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test smoke bench install
+.PHONY: demo test smoke bench install pretrain
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# CPU wheel of torch (a plain `torch` would pull a multi-GB CUDA build); see README for GPUs
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, pinned (a range would let pip pick a newer, larger build); TORCH_INDEX picks another index
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)'
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -25,5 +28,12 @@ demo: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(VENV)/bin/al-lightning fit -c configs/smoke.yaml
 
+pretrain: $(VENV)/.installed
+	$(VENV)/bin/al-lightning pretrain -c configs/pretrain_emt.yaml
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_features.py --quick
+	$(PY) benchmarks/bench_acquisition.py --quick
+
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
