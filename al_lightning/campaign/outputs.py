@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from al_lightning.atomic import atomic_write
+from al_lightning.campaign.plotting import SPLIT_COLOURS, SPLIT_LEGEND, ordered_splits, pyplot, save, scale_axis
 
 
 def write_json(path: Path, obj) -> None:
@@ -37,40 +38,40 @@ def export_model(net: torch.nn.Module, path: Path) -> None:
     atomic_write(path, lambda fh: torch.save(model, fh), binary=True)
 
 
-def plot_learning_curves(rounds: List[dict], path: Path) -> None:
-    """PNG: energy and force MAE vs number of labels, one line per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    splits = sorted({k.split("/")[0] for r in rounds for k in r["metrics"] if k.startswith("test")})
+def plot_learning_curves(rounds: List[dict], path: Path, title: str = "") -> None:
+    """PNG: energy and force MAE vs number of labels, one line per split (validation dashed)."""
+    plt = pyplot()
+    splits = ordered_splits(k.split("/")[0] for r in rounds for k in r["metrics"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["n_labeled"] for r in rounds]
     for ax, metric, unit in ((axes[0], "energy_mae", "eV/atom"), (axes[1], "forces_mae", "eV/Å")):
+        shown = []
         for split in splits:
             y = [r["metrics"].get(f"{split}/{metric}", np.nan) for r in rounds]
-            ax.plot(x, y, marker="o", label=split)
+            ax.plot(x, y, marker="o", ms=4, label=split, color=SPLIT_COLOURS.get(split),
+                    linestyle="--" if split == "val" else "-")
+            shown += y
+        scale_axis(ax, shown)
         ax.set_xlabel("labeled structures")
         ax.set_ylabel(f"{metric.replace('_', ' ')} ({unit})")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    save(fig, path)
 
 
 def write_report(state: Dict, path: Path) -> None:
-    """Markdown report: settings, per-round errors per split, failures."""
+    """Markdown report: settings, split legend, per-round errors per split, wall times, failures."""
     rounds = state["rounds"]
-    splits = sorted({k.split("/")[0] for r in rounds for k in r["metrics"]})
+    splits = ordered_splits(k.split("/")[0] for r in rounds for k in r["metrics"])
     cfg = state["config"]
     lines = [f"# Campaign `{state['name']}`", "",
              f"strategy `{cfg['strategy']}`, budget {cfg['budget']} per round, {cfg['rounds']} acquisitions, "
              f"seed {cfg['seed']}, oracle `{cfg['oracle']}`; status: **{state['status']}**", "",
-             "![learning curves](learning_curve.png)", ""]
+             "![learning curves](learning_curve.png)", "", "Splits (embedded EMT catalysis data; your own "
+             "`data.files` splits keep their names):", ""]
+    lines += [f"- `{s}`: {SPLIT_LEGEND[s]}" for s in splits if s in SPLIT_LEGEND]
+    lines.append("")
     for metric, unit in (("forces_mae", "eV/Å"), ("energy_mae", "eV/atom"), ("forces_rmse", "eV/Å"),
                          ("energy_rmse", "eV/atom")):
         lines += [f"## {metric} ({unit})", "", "| round | labels | " + " | ".join(splits) + " |",
@@ -80,6 +81,9 @@ def write_report(state: Dict, path: Path) -> None:
                               for s in splits)
             lines.append(f"| {r['round']} | {r['n_labeled']} | {vals} |")
         lines.append("")
+    lines += ["## Wall time per round (s)", "", "| round | labels | fit | acquisition |", "|---|---|---|---|"]
+    lines += [f"| {r['round']} | {r['n_labeled']} | {r.get('fit_seconds', float('nan')):.1f} | "
+              f"{r.get('acquire_seconds', float('nan')):.1f} |" for r in rounds]
     failed = state.get("failed", [])
     lines += ["", f"Oracle failures: {len(failed)}"]
     lines += [f"- pool id {f['id']} (round {f['round']}): {f['error']}" for f in failed]

@@ -186,28 +186,25 @@ def results_markdown(cfg: StudyConfig, table: Dict) -> str:
 
 def plot_study_curves(strategies: Dict, path: Path, title: str) -> None:
     """One panel per test split: force MAE vs labels, mean over seeds, one line per strategy."""
-    import matplotlib
+    from al_lightning.campaign.plotting import ordered_splits, pyplot, save, scale_axis
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     any_state = next(iter(next(iter(strategies.values())).values()))
-    splits = sorted({k.split("/")[0] for k in any_state["rounds"][-1]["metrics"] if k.startswith("test")})
+    splits = ordered_splits(k.split("/")[0] for k in any_state["rounds"][-1]["metrics"] if k.startswith("test"))
     fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits):
         ax.set_prop_cycle(color=plt.cm.tab20.colors[: max(1, len(strategies))])
+        shown = []
         for label, seeds in strategies.items():
             curves = np.array([[r["metrics"].get(f"{split}/forces_mae", np.nan) for r in s["rounds"]]
                                for s in seeds.values()])
             x = [r["n_labeled"] for r in next(iter(seeds.values()))["rounds"]]
             ax.plot(x, np.nanmean(curves, axis=0), marker="o", ms=3, label=label)
-        ax.set_title(split, fontsize=9)
+            shown += list(np.nanmean(curves, axis=0))
+        scale_axis(ax, shown)
+        ax.set_title(split)
         ax.set_xlabel("labels")
         ax.set_ylabel("force MAE (eV/Å)")
-        ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.suptitle(title)
+    save(fig, path)

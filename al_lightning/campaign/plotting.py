@@ -1,0 +1,62 @@
+"""One plot style for campaign and study figures: split order, split legend, readable axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+import numpy as np
+
+SPLIT_ORDER = ("val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both")
+SPLIT_LEGEND = {
+    "val": "validation split (early stopping, not a test)",
+    "test_id": "in distribution: seen catalysts x seen adsorbates, systems never in the pool",
+    "test_ood_ads": "unseen adsorbates (NO, CN, H2O, COH) on seen catalysts",
+    "test_ood_cat": "unseen catalysts ((110) facets, bimetallic surfaces) with seen adsorbates",
+    "test_ood_both": "unseen catalysts and unseen adsorbates",
+}
+SPLIT_COLOURS = {"val": "0.55", "test_id": "tab:blue", "test_ood_ads": "tab:orange", "test_ood_cat": "tab:green",
+                 "test_ood_both": "tab:red"}
+
+
+def ordered_splits(names: Iterable[str]) -> List[str]:
+    """Splits in the fixed logical order (val, id, ads, cat, both), then any others by name."""
+    names = set(names)
+    return [s for s in SPLIT_ORDER if s in names] + sorted(names - set(SPLIT_ORDER))
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend with the project's style."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": 10, "legend.fontsize": 8,
+                         "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def scale_axis(ax, values: Sequence[float]) -> None:
+    """Log y axis with labelled 1-2-3-5 ticks when the data span more than a decade; else linear
+    (a log axis over a narrower range shows one or two labelled ticks)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
+    if len(v) == 0 or v.max() / v.min() < 10:
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def save(fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
