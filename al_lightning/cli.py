@@ -53,6 +53,8 @@ class ALLightningCLI(LightningCLI):
 
     def init_parser(self, **kwargs):
         parser = super().init_parser(**kwargs)
+        parser.description = ("Active learning for MACE potentials. 'fit' runs (or resumes) a whole campaign: "
+                              "R acquisitions and R + 1 fits, outputs in campaign.campaign_dir.")
         parser.epilog = ("other commands: 'al-lightning pretrain -c CONFIG' trains a backbone on the embedded "
                          "foundation data (configs/pretrain_emt.yaml); 'al-lightning study -c CONFIG' runs a "
                          "strategies x seeds benchmark study (configs/study_emt.yaml). Add --help to either.")
@@ -60,7 +62,8 @@ class ALLightningCLI(LightningCLI):
 
     @staticmethod
     def subcommands():
-        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}}
+        # ckpt_path / weights_only mean nothing for a campaign (it resumes from its own directory)
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule", "ckpt_path", "weights_only"}}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_class_arguments(CampaignConfig, "campaign")
@@ -68,6 +71,13 @@ class ALLightningCLI(LightningCLI):
 
         parser.add_argument("--dry_run", action=ActionYesNo, default=False,
                             help="validate the config and the presence of data files, then exit")
+        parser.add_argument("--verbose", action=ActionYesNo, default=False,
+                            help="show Lightning's own info lines (devices, tips, model summary)")
+
+    def before_instantiate_classes(self) -> None:
+        from al_lightning.console import quiet_lightning
+
+        quiet_lightning(bool(self.config[self.subcommand].get("verbose")))
 
     def fit(self, model: MACEModule, datamodule: ActiveDataModule = None, **_) -> None:
         cfg = self.config_init[self.subcommand]
@@ -147,7 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point (``al-lightning``); returns the exit status (2 for bad input)."""
     import warnings
 
+    from al_lightning.console import quiet_lightning
+
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    quiet_lightning(verbose="--verbose" in (sys.argv if argv is None else argv))  # before the CLI seeds
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         if args[:1] == ["study"]:

@@ -122,7 +122,16 @@ class PretrainCLI(LightningCLI):
                          auto_configure_optimizers=False, subclass_mode_model=False, subclass_mode_data=False)
 
     def add_arguments_to_parser(self, parser) -> None:
+        from jsonargparse import ActionYesNo
+
         parser.add_class_arguments(PretrainConfig, "pretrain")
+        parser.add_argument("--verbose", action=ActionYesNo, default=False,
+                            help="show Lightning's own info lines (devices, tips)")
+
+    def before_instantiate_classes(self) -> None:
+        from al_lightning.console import quiet_lightning
+
+        quiet_lightning(bool(self.config.get("verbose")))
 
     def instantiate_trainer(self, **kwargs):  # the real Trainer is built by run_pretrain
         return None
