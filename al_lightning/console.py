@@ -19,3 +19,28 @@ def quiet_lightning(verbose: bool = False) -> None:
 def say(message: str) -> None:
     """One console line (stderr, so stdout stays machine-readable), prefixed ``al-lightning:``."""
     print(f"al-lightning: {message}", file=sys.stderr, flush=True)
+
+
+def round_summary(record: dict) -> str:
+    """One line per finished round: labels, epochs, times and the test errors per split.
+
+    ``round 2: 60 labels, 14 epochs (best 9), fit 31 s, acquire 8 s | forces MAE (eV/Å) id 0.123
+    ads 0.201 cat 0.150 both 0.198 | energy MAE (eV/atom) id 0.012 …``
+    """
+    from al_lightning.campaign.plotting import ordered_splits
+
+    metrics = record["metrics"]
+    splits = [s for s in ordered_splits(k.split("/")[0] for k in metrics) if s.startswith("test")]
+    short = {s: s.replace("test_ood_", "").replace("test_", "") for s in splits}
+    epochs = ""
+    if record.get("epochs") is not None:
+        best = f" (best {record['best_epoch'] + 1})" if record.get("best_epoch") is not None else ""
+        epochs = f", {record['epochs']} epochs{best}"
+    head = (f"round {record['round']}: {record['n_labeled']} labels{epochs}, fit {record.get('fit_seconds', 0):.0f} s"
+            + (f", acquire {record['acquire_seconds']:.0f} s" if record.get("selected_ids") else ""))
+    parts = [head]
+    for metric, name, unit in (("forces_mae", "forces MAE", "eV/Å"), ("energy_mae", "energy MAE", "eV/atom")):
+        vals = " ".join(f"{short[s]} {metrics[f'{s}/{metric}']:.4f}" for s in splits if f"{s}/{metric}" in metrics)
+        if vals:
+            parts.append(f"{name} ({unit}) {vals}")
+    return " | ".join(parts)

@@ -77,14 +77,17 @@ class ActiveDataModule(pl.LightningDataModule):
         batch_size, eval_batch_size, num_workers: loader settings.
         energy_only: the labels have no forces (e.g. RGD1): the force loss switches off.
         generate_workers: processes generating the EMT dataset.
-        seed: shuffling seed (the epoch and round are mixed in).
+        seed: training-batch shuffling seed (the epoch and round are mixed in); None: the
+            campaign's seed, which itself defaults to ``seed_everything`` (so one seed varies
+            batch order, initial weights of a fresh model and the selection together).
     """
 
     def __init__(self, emt: Optional[EMTCatalysisSpec] = None,
                  files: Optional[Dict[str, Union[str, Dict[str, Any]]]] = None, format: str = "auto",
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
-                 num_workers: int = 0, generate_workers: int = 2, seed: int = 0, energy_only: bool = False) -> None:
+                 num_workers: int = 0, generate_workers: int = 2, seed: Optional[int] = None,
+                 energy_only: bool = False) -> None:
         super().__init__()
         if files is not None and emt is not None:
             raise ValueError("data: give either 'emt' or 'files', not both")
@@ -249,7 +252,8 @@ class ActiveDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self.labeled_dataset()
         rank, world = self._rank_world()
-        sampler = ShuffleShardSampler(len(ds), self.seed * 1_000_003 + self.round * 10_007, rank, world)
+        seed = self.seed if self.seed is not None else 0
+        sampler = ShuffleShardSampler(len(ds), seed * 1_000_003 + self.round * 10_007, rank, world)
         return self._loader(ds, sampler, self.batch_size)
 
     def split_dataset(self, split: str) -> GraphDataset:
