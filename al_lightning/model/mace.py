@@ -3,9 +3,12 @@
 * :class:`MACEConfig` — architecture hyper-parameters (a tiny CPU default).
 * :func:`fit_e0s` — per-element reference energies by least squares, warning when the
   compositions are rank-deficient (mace's own helper silently returns a min-norm fit).
+* :func:`refit_e0s` / :func:`set_e0s` — a foundation's E0s re-estimated on the labeled set
+  (mace's ``--E0s estimated``: foundation E0 + least-squares correction of E_ref − E_model).
 * :func:`build_mace` — ``MACE`` / ``ScaleShiftMACE`` with E0s, avg_num_neighbors and
   scale/shift computed from the labeled graphs.
-* :func:`load_foundation` — a user-named model file (the only ``weights_only=False`` load).
+* :func:`load_foundation` — a user-named model file (the only ``weights_only=False`` load):
+  refuses TorchScript files, selects one head of a multi-head file.
 * :func:`set_trainable` — freeze / unfreeze parameters by name patterns.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -72,6 +76,28 @@ def z_table_from(elements: Sequence["str | int"]) -> AtomicNumberTable:
     return AtomicNumberTable(sorted(zs))
 
 
+E0S_HINT = ("pass explicit e0s, e.g. --model.e0s '{H: -1.1, O: -4.2}' (eV per element), "
+            "or, fine-tuning a foundation, --model.e0s foundation (keep its E0s)")
+
+
+def lstsq_e0s(counts: np.ndarray, energies: np.ndarray, zs: Sequence[int], what: str = "E0 fit") -> np.ndarray:
+    """(n_elements,) least-squares x with counts (S, n_elements) @ x ≈ energies (S,).
+
+    Elements absent from every structure get 0. Warns (UserWarning) when the composition
+    matrix of the present elements is rank-deficient (minimum-norm solution, not unique).
+    """
+    present = counts.sum(0) > 0
+    out = np.zeros(counts.shape[1])
+    sol, _, rank, _ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
+    out[present] = sol
+    if rank < present.sum():
+        names = [chemical_symbols[z] for z, p in zip(zs, present) if p]
+        warnings.warn(
+            f"{what} is rank-deficient (rank {rank} < {int(present.sum())} elements {names}): "
+            f"the least-squares E0s are a minimum-norm solution; {E0S_HINT}", UserWarning, stacklevel=3)
+    return out
+
+
 def fit_e0s(structures: Sequence[Atoms], z_table: AtomicNumberTable) -> np.ndarray:
     """(n_elements,) E0s minimising Σ_s (E_s − Σ_i E0[Z_i])² over labeled structures.
 
@@ -87,16 +113,48 @@ def fit_e0s(structures: Sequence[Atoms], z_table: AtomicNumberTable) -> np.ndarr
         for z in atoms.numbers:
             counts[s, index[int(z)]] += 1
         energies[s] = atoms.info[K.REF_ENERGY]
-    present = counts.sum(0) > 0
-    e0s = np.zeros(len(z_table))
-    sol, _, rank, _ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
-    e0s[present] = sol
-    if rank < present.sum():
-        names = [chemical_symbols[z] for z, p in zip(z_table.zs, present) if p]
-        warnings.warn(
-            f"E0 fit is rank-deficient (rank {rank} < {int(present.sum())} elements {names}): "
-            "the least-squares E0s are a minimum-norm solution; pass explicit e0s", UserWarning, stacklevel=2)
-    return e0s
+    return lstsq_e0s(counts, energies, z_table.zs)
+
+
+def model_e0s(model: torch.nn.Module) -> np.ndarray:
+    """(n_elements,) E0s of a single-head MACE model (``atomic_energies_fn``), in eV."""
+    buf = model.atomic_energies_fn.atomic_energies
+    if buf.dim() > 1 and buf.shape[0] != 1:
+        raise ValueError(f"model has {buf.shape[0]} heads of E0s: select one head first")
+    return buf.detach().reshape(-1).cpu().double().numpy()
+
+
+def set_e0s(model: torch.nn.Module, e0s: np.ndarray) -> None:
+    """Write (n_elements,) E0s into a single-head model's ``atomic_energies_fn`` (in place)."""
+    buf = model.atomic_energies_fn.atomic_energies
+    e0s = np.asarray(e0s, dtype=float).reshape(-1)
+    if e0s.size != buf.numel():
+        raise ValueError(f"set_e0s: {e0s.size} values for a model with E0 buffer of shape {tuple(buf.shape)}")
+    with torch.no_grad():
+        buf.copy_(torch.as_tensor(e0s, dtype=buf.dtype, device=buf.device).reshape(buf.shape))
+
+
+def refit_e0s(model: torch.nn.Module, loader) -> np.ndarray:
+    """(n_elements,) E0 + δ, δ the least-squares fit of Σ_i δ[Z_i] ≈ E_ref − E_model over the
+    labeled graphs of ``loader`` (energy weight > 0): the foundation's interaction energy is kept
+    and only the per-element offsets move (mace's ``--E0s estimated``). Elements absent from the
+    labeled set keep the foundation's E0."""
+    counts, residuals = [], []
+    with torch.no_grad():
+        for batch in loader:
+            data = batch.to_dict() if hasattr(batch, "to_dict") else batch
+            out = model(data, training=False, compute_force=False)
+            n_graphs = data[K.ENERGY].shape[0]
+            c = data[K.NODE_ATTRS].new_zeros(n_graphs, data[K.NODE_ATTRS].shape[1])
+            c.index_add_(0, data[K.BATCH], data[K.NODE_ATTRS])
+            keep = data[K.ENERGY_WEIGHT] > 0
+            counts.append(c[keep].double().cpu().numpy())
+            residuals.append((data[K.ENERGY] - out[K.OUT_ENERGY])[keep].double().cpu().numpy())
+    if not counts or sum(len(r) for r in residuals) == 0:
+        raise ValueError("refit_e0s: no labeled structures with an energy")
+    zs = [int(z) for z in model.atomic_numbers]
+    delta = lstsq_e0s(np.concatenate(counts), np.concatenate(residuals), zs, what="E0 refit on the foundation")
+    return model_e0s(model) + delta
 
 
 def graph_statistics(loader, e0s: np.ndarray) -> Dict[str, float]:
@@ -124,18 +182,86 @@ def build_mace(cfg: MACEConfig, z_table: AtomicNumberTable, e0s: np.ndarray, sta
     return modules.MACE(**kwargs)
 
 
-def load_foundation(path: "str | Path", map_location: str = "cpu") -> torch.nn.Module:
-    """Load a MACE model file the user named (pickled module: ``weights_only=False`` here only)."""
-    path = Path(path)
+_TRUST_NOTED: set = set()
+
+
+def _torchscript_hint(path: Path) -> Optional[str]:
+    """The one-line refusal for a TorchScript archive (None for an eager pickle)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if not any("/code/" in n or n.split("/")[-1] == "constants.pkl" for n in names):
+        return None
+    eager = (path.with_name(path.name[: -len("_compiled.model")] + ".model")
+             if path.name.endswith("_compiled.model") else "the non-compiled .model written next to it")
+    return (f"foundation model {path}: a TorchScript (compiled) file; the NTK feature hooks need the eager "
+            f"model: pass {eager} instead")
+
+
+def check_foundation_file(path: "str | Path") -> Path:
+    """The checks that need no unpickling (a dry run can call them): the file exists and is
+    not TorchScript. Raises FileNotFoundError / ValueError with one line."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"foundation model {path}: file not found")
+    refusal = _torchscript_hint(path)
+    if refusal:
+        raise ValueError(refusal)
+    return path
+
+
+def load_foundation(path: "str | Path", head: Optional[str] = None, map_location: str = "cpu") -> torch.nn.Module:
+    """Load a MACE model file the user named (pickled module: ``weights_only=False`` here only).
+
+    A TorchScript file (mace's ``*_compiled.model``) is refused: the NTK hooks need the eager
+    module. A multi-head file is reduced to one head (``head``; default as mace does: the first
+    head that is not ``pt_head``), with mace's own ``remove_pt_head``.
+    """
+    path = check_foundation_file(path)
+    if path.resolve() not in _TRUST_NOTED:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        _TRUST_NOTED.add(path.resolve())
+        rank_zero_info(f"al-lightning: unpickling foundation model {path}: a pickled model file can run "
+                       "arbitrary code; load only files from a trusted source")
     try:
         model = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise ValueError(f"foundation model {path}: not loadable by torch.load ({type(exc).__name__}: {exc})") from None
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(f"foundation model {path}: a TorchScript (compiled) module; the NTK feature hooks need "
+                         "the eager model: pass the non-compiled .model file")
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "atomic_numbers") or not hasattr(model, "r_max"):
         raise ValueError(f"foundation model {path}: not a MACE model (got {type(model).__name__})")
-    return model.to(torch.get_default_dtype())
+    return select_head(model.to(torch.get_default_dtype()), head, path)
+
+
+def select_head(model: torch.nn.Module, head: Optional[str], path: "str | Path" = "model") -> torch.nn.Module:
+    """The single-head model of ``head`` (mace's ``remove_pt_head``); a single-head model as is.
+
+    ``head=None`` on a multi-head model takes the first head that is not ``pt_head``, as
+    ``mace_run_train`` does, and says so in one log line.
+    """
+    heads = [str(h) for h in getattr(model, "heads", None) or ["Default"]]
+    if head is not None and head not in heads:
+        raise ValueError(f"foundation model {path}: no head {head!r}; its heads are {heads}")
+    if len(heads) == 1:
+        return model
+    if head is None:
+        head = next((h for h in heads if h != "pt_head"), heads[0])
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(f"al-lightning: foundation model {path} has heads {heads}: using {head!r} "
+                       "(mace's default, the first that is not 'pt_head'); set model.head to choose")
+    from mace.tools.scripts_utils import remove_pt_head
+
+    try:
+        single = remove_pt_head(model, head)
+    except Exception as exc:
+        raise ValueError(f"foundation model {path}: cannot select head {head!r} ({type(exc).__name__}: {exc})") from None
+    return single.to(next(model.parameters()).dtype)
 
 
 def model_z_table(model: torch.nn.Module) -> AtomicNumberTable:

@@ -9,7 +9,7 @@ attached to the trainer. Forces need autograd in every stage: use
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Literal, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import numpy as np
@@ -18,7 +18,8 @@ import torch
 from al_lightning import keys as K
 from al_lightning.model.loss import energy_force_loss
 from al_lightning.model.mace import (MACEConfig, build_mace, fit_e0s, graph_statistics, load_foundation,
-                                     model_r_max, model_z_table, set_trainable, z_table_from)
+                                     model_e0s, model_r_max, model_z_table, refit_e0s, set_e0s, set_trainable,
+                                     z_table_from)
 from al_lightning.model.metrics import SplitMetrics
 
 
@@ -27,21 +28,32 @@ class MACEModule(pl.LightningModule):
 
     Args:
         model: architecture of a freshly built model (ignored when ``foundation`` is set).
-        foundation: path of a MACE ``.model`` file to fine-tune.
+        foundation: path of a MACE ``.model`` file to fine-tune (the eager file, not mace's
+            TorchScript ``*_compiled.model``; it is unpickled: use trusted files only).
+        head: head of a multi-head foundation to fine-tune (default, as mace: the first head
+            that is not ``pt_head``); the model is reduced to that head.
         elements: element symbols the model covers (default: those of the datamodule).
-        e0s: explicit E0s per element symbol (default: least squares on the labeled set).
+        e0s: per-element reference energies. From scratch: a ``{symbol: eV}`` dict, or None
+            (least squares on the labeled set). With a foundation: ``"foundation"`` (default:
+            keep its E0s; right when the labels come from the foundation's level of theory),
+            ``"refit"`` (foundation E0 + least-squares correction of E_ref − E_model on the
+            labeled set, mace's ``--E0s estimated``; for labels from another level of theory),
+            or a dict replacing the E0s of the elements it names.
         trainable: fnmatch patterns of trained parameters (default: all).
         energy_weight, forces_weight: loss weights w_E, w_F (also scale NTK-EF rows).
         loss: "mse" or "huber" (``huber_delta`` in eV/atom and eV/Å).
-        lr, weight_decay, amsgrad: AdamW settings; plateau scheduler on ``val/loss``.
+        lr, weight_decay, amsgrad: AdamW settings; plateau scheduler on ``val/loss``. ``lr=None``:
+            1e-2 from scratch, 1e-3 when fine-tuning a foundation (mace's fine-tuning guidance:
+            naive fine-tuning and layer freezing 1e-3, from scratch 1e-2).
         ema_decay: exponential moving average of weights used for val/test (None: off).
         dtype: "float32" or "float64" (set before data and model are built).
     """
 
     def __init__(self, model: Optional[MACEConfig] = None, foundation: Optional[str] = None,
-                 elements: Optional[List[str]] = None, e0s: Optional[Dict[str, float]] = None,
+                 head: Optional[str] = None, elements: Optional[List[str]] = None,
+                 e0s: Union[Dict[str, float], Literal["foundation", "refit"], None] = None,
                  trainable: Optional[List[str]] = None, energy_weight: float = 1.0, forces_weight: float = 10.0,
-                 loss: str = "mse", huber_delta: float = 0.01, lr: float = 1e-2, weight_decay: float = 5e-7,
+                 loss: str = "mse", huber_delta: float = 0.01, lr: Optional[float] = None, weight_decay: float = 5e-7,
                  amsgrad: bool = True, scheduler_patience: int = 5, scheduler_factor: float = 0.8,
                  ema_decay: Optional[float] = None, dtype: str = "float64") -> None:
         super().__init__()
@@ -53,7 +65,10 @@ class MACEModule(pl.LightningModule):
             raise ValueError("model energy_weight/forces_weight must be >= 0 and not both 0")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model ema_decay must be in (0, 1), got {ema_decay}")
+        _check_foundation_options(foundation, head, e0s, lr)
         self.save_hyperparameters()
+        if lr is None:
+            self.hparams.lr = FOUNDATION_LR if foundation else SCRATCH_LR
         self.cfg = model or MACEConfig()
         torch.set_default_dtype(getattr(torch, dtype))
         self.net: Optional[torch.nn.Module] = None
@@ -71,7 +86,7 @@ class MACEModule(pl.LightningModule):
         if self.net is not None:
             return model_z_table(self.net)
         if self.hparams.foundation:
-            return model_z_table(load_foundation(self.hparams.foundation))
+            return model_z_table(load_foundation(self.hparams.foundation, self.hparams.head))
         elements = self.hparams.elements or (datamodule.elements() if datamodule is not None else None)
         if not elements:
             raise ValueError("model elements unknown: set model.elements or use a datamodule that lists them")
@@ -81,7 +96,9 @@ class MACEModule(pl.LightningModule):
         """Create the network (once) from the datamodule's labeled set, and the metrics."""
         if self.net is None:
             if self.hparams.foundation:
-                self.net = load_foundation(self.hparams.foundation)
+                self.net = load_foundation(self.hparams.foundation, self.hparams.head)
+                datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+                self._foundation_e0s(datamodule)
             else:
                 z_table = self.z_table(datamodule)
                 datamodule.attach(z_table, self.cfg.r_max)
@@ -105,6 +122,7 @@ class MACEModule(pl.LightningModule):
             self.ema = ExponentialMovingAverage(self.net.parameters(), decay=self.hparams.ema_decay)
 
     def _e0s(self, z_table, structures) -> np.ndarray:
+        """(n_elements,) E0s of a model built from scratch: given per element, or fitted."""
         given = self.hparams.e0s
         if not given:
             return fit_e0s(structures, z_table)
@@ -112,6 +130,21 @@ class MACEModule(pl.LightningModule):
         if missing:
             raise ValueError(f"model e0s missing elements {missing}")
         return np.array([given[_symbol(z)] for z in z_table.zs], dtype=float)
+
+    def _foundation_e0s(self, datamodule) -> None:
+        """Keep ("foundation"), re-estimate ("refit") or overwrite (dict) the loaded net's E0s."""
+        given = self.hparams.e0s or "foundation"
+        if given == "foundation":
+            return
+        if given == "refit":
+            set_e0s(self.net, refit_e0s(self.net, datamodule.stats_dataloader()))
+            return
+        zs = model_z_table(self.net).zs
+        unknown = sorted(set(given) - {_symbol(z) for z in zs})
+        if unknown:
+            raise ValueError(f"model e0s name elements {unknown} that the foundation does not cover "
+                             f"({[_symbol(z) for z in zs]})")
+        set_e0s(self.net, [given.get(_symbol(z), e) for z, e in zip(zs, model_e0s(self.net))])
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -213,6 +246,22 @@ class MACEModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+
+
+SCRATCH_LR, FOUNDATION_LR = 1e-2, 1e-3
+
+
+def _check_foundation_options(foundation, head, e0s, lr) -> None:
+    """One-line errors for options that need (or contradict) a foundation."""
+    if isinstance(e0s, str):
+        if e0s not in ("foundation", "refit"):
+            raise ValueError(f"model e0s must be a {{symbol: eV}} dict, 'foundation' or 'refit', got {e0s!r}")
+        if not foundation:
+            raise ValueError(f"model e0s {e0s!r} needs model.foundation (from scratch E0s are fitted or given)")
+    if head is not None and not foundation:
+        raise ValueError("model head needs model.foundation (a multi-head MACE file)")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"model lr must be > 0, got {lr}")
 
 
 def _symbol(z: int) -> str:
