@@ -26,7 +26,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("AL_LIGHTNING_CACHE", Path.home() / ".cache" / "al_lightning")).expanduser()
 
 
-def generate_split(split: str, target: int, per_system: int, frames_fn: FramesFn,
+def generate_split(split: str, target: int, per_system: float, frames_fn: FramesFn,
                    pool: "mp.pool.Pool | None") -> List[Atoms]:
     """First ``target`` frames of systems 0, 1, 2, … of ``split`` (deterministic in any pool)."""
     frames: List[Atoms] = []
@@ -41,9 +41,10 @@ def generate_split(split: str, target: int, per_system: int, frames_fn: FramesFn
     return frames[:target]
 
 
-def generate(name: str, sizes: Dict[str, int], per_system: int, frames_fn: FramesFn, out_dir: Path,
+def generate(name: str, sizes: Dict[str, int], per_system: Dict[str, float], frames_fn: FramesFn, out_dir: Path,
              workers: int = 2, progress: bool = True) -> Dict[str, Path]:
-    """Write ``out_dir/<split>.extxyz`` for every split of ``sizes`` (frames get ``info["id"]``)."""
+    """Write ``out_dir/<split>.extxyz`` for every split of ``sizes`` (frames get ``info["id"]``);
+    ``per_system[split]``: expected frames per system (sizes the batches of systems)."""
     from ase.io import write
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,7 @@ def generate(name: str, sizes: Dict[str, int], per_system: int, frames_fn: Frame
     paths = {}
     try:
         for split, target in sizes.items():
-            frames = generate_split(split, target, per_system, frames_fn, pool)
+            frames = generate_split(split, target, per_system[split], frames_fn, pool)
             for i, f in enumerate(frames):
                 f.info["id"] = i
             paths[split] = out_dir / f"{split}.extxyz"
@@ -68,7 +69,8 @@ def generate(name: str, sizes: Dict[str, int], per_system: int, frames_fn: Frame
     return paths
 
 
-def cached_dataset(name: str, key: str, spec: dict, sizes: Dict[str, int], per_system: int, frames_fn: FramesFn,
+def cached_dataset(name: str, key: str, spec: dict, sizes: Dict[str, int], per_system: Dict[str, float],
+                   frames_fn: FramesFn,
                    workers: int = 2, root: Optional[Path] = None) -> Dict[str, Path]:
     """Paths ``{split: <root>/<name>/<key>/<split>.extxyz}``; generates them once (atomic, locked)."""
     import fcntl

@@ -190,6 +190,6 @@ def system_frames(split: str, index: int, spec: FoundationSpec) -> List[Atoms]:
 def ensure_foundation_dataset(spec: FoundationSpec, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
     """Paths of the cached foundation dataset for ``spec``; generated once (process-safe, atomic)."""
     sizes = {s: int(spec.sizes.get(s, 0)) for s in FOUNDATION_SPLITS}
-    per_system = spec.rattle_frames + spec.md_frames
+    per_system = {s: spec.rattle_frames + spec.md_frames for s in sizes}
     return cached_dataset("emt_foundation", spec.key(), {"version": CACHE_VERSION, **asdict(spec)}, sizes,
                           per_system, partial(system_frames, spec=spec), workers=workers, root=root)

@@ -97,7 +97,7 @@ def normalise(
 
 
 def _index_cache_path(path: Path) -> Path:
-    from al_lightning.data.synthetic import cache_root
+    from al_lightning.data.cache import cache_root
 
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -39,7 +39,7 @@ def _source_key(src: Path) -> str:
 
 def oc20_cache_dir(src: Path) -> Path:
     """Cache folder of one source file: ``cache_root()/"oc20"/<hash of path+size+mtime>``."""
-    from al_lightning.data.synthetic import cache_root
+    from al_lightning.data.cache import cache_root
 
     return cache_root() / "oc20" / _source_key(src)
 

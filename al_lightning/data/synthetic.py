@@ -10,16 +10,19 @@ adsorbates; ``test_ood_ads`` uses unseen adsorbates (built from seen elements),
 ``test_ood_cat`` unseen catalysts (bimetallic surfaces and the (110) facet of seen metals),
 ``test_ood_both`` both. System ``i`` of split ``s`` depends only on ``(seed, s, i)``, so the
 files are identical for a seed however many worker processes generate them.
+
+``mode="trajectory"`` (OC20 S2EF-like, the benchmark setting): each system contributes a whole
+relaxation + MD trajectory with a heavy-tailed number of frames, so the pool is large and
+redundant (a few systems hold most frames) and random sampling over-buys them; splits are made
+by system, never by frame (``info["system_key"]`` = ``"<split>/<index>"``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
-import os
-import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -30,6 +33,9 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
 from al_lightning import keys as K
+from al_lightning.data import cache
+from al_lightning.data.cache import cache_root  # noqa: F401  (re-exported: the cache root of every dataset)
+from al_lightning.data.emt import label_emt, langevin_frames
 from al_lightning.data.io import free_mask
 
 SPLITS = ("pool", "initial", "val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both")
@@ -58,7 +64,7 @@ ADSORBATES: Dict[str, List[Tuple[str, Tuple[float, float, float]]]] = {
 }
 ID_ADSORBATES = ("H", "O", "C", "N", "OH", "CO", "CH", "NH", "CH2", "NH2")
 OOD_ADSORBATES = ("NO", "CN", "H2O", "COH")
-CACHE_VERSION = 2  # bump whenever generation changes: the cache key includes it
+CACHE_VERSION = 3  # bump whenever generation changes: the cache key includes it
 
 
 def _default_sizes() -> Dict[str, int]:
@@ -70,7 +76,14 @@ def _default_sizes() -> Dict[str, int]:
 class EMTCatalysisSpec:
     """Everything that determines the generated files (hashed into the cache key).
 
-    ``sizes`` maps split → number of structures; frames per system = relax + md + rattle.
+    ``sizes`` maps split → number of structures. ``mode="frames"``: each system gives
+    relax + md + rattle frames. ``mode="trajectory"`` (OC20 S2EF-like): each system gives a
+    whole trajectory — BFGS relaxation steps, then Langevin MD at the temperatures of
+    ``traj_temperatures_K`` — whose length is drawn per system from a log-normal with mean
+    ``traj_frames_mean`` and shape ``traj_frames_sigma`` (a heavy tail: a few systems hold many
+    frames); the pool keeps whole trajectories, every other split keeps at most
+    ``eval_frames_per_system`` frames of each (random, in trajectory order), so evaluation and
+    the initial set cover many systems.
     """
 
     seed: int = 0
@@ -86,6 +99,12 @@ class EMTCatalysisSpec:
     rattle_std: Tuple[float, float] = (0.03, 0.15)
     max_force: float = 10.0
     pool_bias: Dict[str, float] = field(default_factory=dict)  # adsorbate/catalyst → weight
+    mode: str = "frames"
+    traj_frames_mean: float = 20.0
+    traj_frames_sigma: float = 1.4
+    traj_frames_max: int = 300
+    traj_temperatures_K: Tuple[float, ...] = (300.0, 600.0, 900.0)
+    eval_frames_per_system: int = 3
 
     def __post_init__(self) -> None:
         unknown = set(self.sizes) - set(SPLITS)
@@ -95,6 +114,20 @@ class EMTCatalysisSpec:
             raise ValueError(f"EMT catalysis sizes must be >= 0, got {self.sizes}")
         if self.relax_frames + self.md_frames + self.rattle_frames < 1:
             raise ValueError("EMT catalysis: relax_frames + md_frames + rattle_frames must be >= 1")
+        if self.mode not in ("frames", "trajectory"):
+            raise ValueError(f"EMT catalysis mode must be 'frames' or 'trajectory', got {self.mode!r}")
+        if self.traj_frames_mean < 2 or self.traj_frames_sigma < 0 or self.traj_frames_max < self.traj_frames_mean:
+            raise ValueError("EMT catalysis: need traj_frames_mean >= 2, traj_frames_sigma >= 0 and "
+                             f"traj_frames_max >= traj_frames_mean (got {self.traj_frames_mean}, "
+                             f"{self.traj_frames_sigma}, {self.traj_frames_max})")
+        if not self.traj_temperatures_K or self.eval_frames_per_system < 1:
+            raise ValueError("EMT catalysis: traj_temperatures_K must be non-empty and eval_frames_per_system >= 1")
+
+    def frames_per_system(self, split: str) -> float:
+        """Expected frames a system of ``split`` contributes (sizes the generation batches)."""
+        if self.mode == "frames":
+            return self.relax_frames + self.md_frames + self.rattle_frames
+        return self.traj_frames_mean if split == "pool" else min(self.eval_frames_per_system, self.traj_frames_mean)
 
     def key(self) -> str:
         """Short content hash naming the cache folder."""
@@ -167,17 +200,7 @@ def build_system(split: str, index: int, spec: EMTCatalysisSpec) -> Atoms:
     return slab
 
 
-def _label(atoms: Atoms, source: str) -> Atoms:
-    """Copy of ``atoms`` with EMT energy and raw forces stored under mace's REF keys."""
-    frame = atoms.copy()
-    frame.calc = EMT()
-    energy = frame.get_potential_energy()
-    forces = frame.get_forces(apply_constraint=False)
-    frame.calc = None
-    frame.info[K.REF_ENERGY] = float(energy)
-    frame.arrays[K.REF_FORCES] = np.array(forces)
-    frame.info[K.SOURCE] = source
-    return frame
+_label = label_emt  # the shared EMT labeling (raw forces under REF_* keys)
 
 
 def _relax_frames(atoms: Atoms, n: int) -> Tuple[List[Atoms], Atoms]:
@@ -200,24 +223,8 @@ def _relax_frames(atoms: Atoms, n: int) -> Tuple[List[Atoms], Atoms]:
 
 
 def _md_frames(start: Atoms, n: int, spec: EMTCatalysisSpec, rng: np.random.Generator) -> List[Atoms]:
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    work = start.copy()
-    work.calc = EMT()
     temperature = rng.uniform(*spec.md_temperature_K)
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature, rng=rng)
-    dyn = Langevin(work, 1.0 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False,
-                   rng=np.random.RandomState(int(rng.integers(2**31))))
-    frames = []
-    for _ in range(n):
-        dyn.run(spec.md_steps_between_frames)
-        frame = start.copy()
-        frame.set_positions(work.get_positions(), apply_constraint=False)
-        frames.append(_label(frame, "md"))
-        frames[-1].info["md_temperature_K"] = round(float(temperature), 1)
-    return frames
+    return langevin_frames(start, n, temperature, spec.md_steps_between_frames, rng)
 
 
 def _rattle_frames(start: Atoms, n: int, spec: EMTCatalysisSpec, rng: np.random.Generator) -> List[Atoms]:
@@ -231,92 +238,107 @@ def _rattle_frames(start: Atoms, n: int, spec: EMTCatalysisSpec, rng: np.random.
     return frames
 
 
+def _keep(frames: List[Atoms], split: str, index: int, spec: EMTCatalysisSpec) -> List[Atoms]:
+    """Frames with max |F| on free atoms <= ``spec.max_force``, tagged with their system."""
+    kept = []
+    for f in frames:
+        fmax = np.linalg.norm(f.arrays[K.REF_FORCES][free_mask(f)], axis=1).max(initial=0.0)
+        if fmax <= spec.max_force:
+            f.info.update({K.SYSTEM_ID: index, "split": split, "system_key": f"{split}/{index}"})
+            kept.append(f)
+    return kept
+
+
 def system_frames(split: str, index: int, spec: EMTCatalysisSpec) -> List[Atoms]:
     """All labelled frames of one system whose max |F| on free atoms is ≤ ``spec.max_force``."""
+    if spec.mode == "trajectory":
+        return trajectory_frames(split, index, spec)
     system = build_system(split, index, spec)
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), index, 1])
     relaxed_frames, relaxed = _relax_frames(system, spec.relax_frames) if spec.relax_frames else ([], system)
     frames = relaxed_frames[: spec.relax_frames]
     frames += _md_frames(relaxed, spec.md_frames, spec, rng)
     frames += _rattle_frames(relaxed, spec.rattle_frames, spec, rng)
-    kept = []
-    for f in frames:
-        fmax = np.linalg.norm(f.arrays[K.REF_FORCES][free_mask(f)], axis=1).max(initial=0.0)
-        if fmax <= spec.max_force:
-            f.info[K.SYSTEM_ID] = index
-            f.info["split"] = split
-            kept.append(f)
+    return _keep(frames, split, index, spec)
+
+
+def trajectory_length(index: int, spec: EMTCatalysisSpec) -> int:
+    """Frames of system ``index``'s trajectory: log-normal with mean ``traj_frames_mean`` and
+    shape ``traj_frames_sigma``, clipped to [2, traj_frames_max]. The quantile of system i is
+    the golden-ratio sequence (i·0.618… + offset(seed)) mod 1, so even a pool of a few dozen
+    systems follows the heavy-tailed distribution closely (iid draws would not)."""
+    from scipy.special import ndtri
+
+    offset = np.random.default_rng([spec.seed, 77]).uniform()
+    u = (index * 0.6180339887498949 + offset) % 1.0
+    mu = np.log(spec.traj_frames_mean) - spec.traj_frames_sigma ** 2 / 2
+    length = np.exp(mu + spec.traj_frames_sigma * ndtri(min(max(u, 1e-6), 1 - 1e-6)))
+    return int(np.clip(round(float(length)), 2, spec.traj_frames_max))
+
+
+def _relax_trajectory(atoms: Atoms, n: int) -> Tuple[List[Atoms], Atoms]:
+    """Up to ``n`` frames of a BFGS relaxation (every step from the start), and the end point."""
+    from ase.optimize import BFGS
+
+    work = atoms.copy()
+    work.calc = EMT()
+    snapshots = [work.get_positions()]
+    opt = BFGS(work, logfile=None, maxstep=0.05)
+    opt.attach(lambda: snapshots.append(work.get_positions()))
+    opt.run(fmax=0.03, steps=max(n - 1, 1))
+    frames = []
+    for pos in snapshots[:n]:
+        frame = atoms.copy()
+        frame.set_positions(pos, apply_constraint=False)
+        frames.append(_label(frame, "relax"))
+    work.calc = None
+    end = atoms.copy()
+    end.set_positions(work.get_positions(), apply_constraint=False)
+    return frames, end
+
+
+def trajectory_frames(split: str, index: int, spec: EMTCatalysisSpec) -> List[Atoms]:
+    """One system's trajectory (trajectory mode): relaxation, then MD at each temperature.
+
+    About a third of the frames come from the relaxation (fewer if it converges earlier),
+    the rest from Langevin runs from the relaxed structure, one per temperature in turn.
+    Non-pool splits keep ``eval_frames_per_system`` random frames of it, in order.
+    """
+    system = build_system(split, index, spec)
+    rng = np.random.default_rng([spec.seed, SPLITS.index(split), index, 2])
+    n_total = trajectory_length(index, spec)
+    if split != "pool":  # evaluation keeps a few frames: a short trajectory is enough (cheaper)
+        n_total = min(n_total, 4 * spec.eval_frames_per_system)
+    frames, relaxed = _relax_trajectory(system, max(1, n_total // 3))
+    n_md = n_total - len(frames)
+    temps = spec.traj_temperatures_K[: max(1, min(len(spec.traj_temperatures_K), n_md))]
+    for k, temperature in enumerate(temps):
+        n = n_md // len(temps) + (1 if k < n_md % len(temps) else 0)
+        if n:
+            frames += langevin_frames(relaxed, n, float(temperature), spec.md_steps_between_frames, rng)
+    kept = _keep(frames, split, index, spec)
+    if split != "pool" and len(kept) > spec.eval_frames_per_system:
+        pick = np.sort(rng.choice(len(kept), size=spec.eval_frames_per_system, replace=False))
+        kept = [kept[i] for i in pick]
     return kept
-
-
-def _worker(args: Tuple[str, int, EMTCatalysisSpec]) -> List[Atoms]:
-    return system_frames(*args)
-
-
-def _generate_split(split: str, spec: EMTCatalysisSpec, pool: "mp.pool.Pool | None") -> List[Atoms]:
-    """First ``spec.sizes[split]`` frames of systems 0, 1, 2, … (deterministic)."""
-    target = int(spec.sizes.get(split, 0))
-    per_system = spec.relax_frames + spec.md_frames + spec.rattle_frames
-    frames: List[Atoms] = []
-    start = 0
-    while len(frames) < target:
-        n_sys = max(1, int(np.ceil((target - len(frames)) / per_system * 1.2)))
-        jobs = [(split, i, spec) for i in range(start, start + n_sys)]
-        results = pool.imap(_worker, jobs, chunksize=4) if pool else map(_worker, jobs)
-        for res in results:
-            frames.extend(res)
-        start += n_sys
-    return frames[:target]
 
 
 def generate(spec: EMTCatalysisSpec, out_dir: Path, workers: int = 2, progress: bool = True) -> Dict[str, Path]:
     """Generate every split of ``spec`` into ``out_dir/<split>.extxyz`` (overwrites)."""
-    from ase.io import write
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"  # one BLAS thread per worker (TRAPS: 4-5x slower otherwise)
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    paths = {}
-    try:
-        for split in SPLITS:
-            frames = _generate_split(split, spec, pool)
-            for i, f in enumerate(frames):
-                f.info["id"] = i
-            paths[split] = out_dir / f"{split}.extxyz"
-            write(paths[split], frames, format="extxyz")
-            if progress:
-                print(f"[al_lightning] EMT catalysis: {split}: {len(frames)} structures", file=sys.stderr)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    return paths
-
-
-def cache_root() -> Path:
-    """``$AL_LIGHTNING_CACHE`` or ``~/.cache/al_lightning`` (DESIGN §9b)."""
-    return Path(os.environ.get("AL_LIGHTNING_CACHE", Path.home() / ".cache" / "al_lightning")).expanduser()
+    return cache.generate("EMT catalysis", _sizes(spec), _per_system(spec), partial(system_frames, spec=spec),
+                          out_dir, workers=workers, progress=progress)
 
 
 def ensure_dataset(spec: EMTCatalysisSpec, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
     """Paths of the cached dataset for ``spec``; generates it once (process-safe, atomic)."""
-    import fcntl
-    import shutil
-    import time
+    return cache.cached_dataset("emt_catalysis", spec.key(), {"version": CACHE_VERSION, **asdict(spec)},
+                                _sizes(spec), _per_system(spec), partial(system_frames, spec=spec),
+                                workers=workers, root=root)
 
-    base = (root or cache_root()) / "emt_catalysis"
-    final = base / spec.key()
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / f"{spec.key()}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # other ranks / runs wait, then reuse the cache
-        if not (final / "spec.json").exists():
-            tmp = base / f".{spec.key()}.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            t0 = time.perf_counter()
-            generate(spec, tmp, workers=workers)
-            meta = {"version": CACHE_VERSION, "spec": asdict(spec), "seconds": time.perf_counter() - t0}
-            (tmp / "spec.json").write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, final)
-    return {s: final / f"{s}.extxyz" for s in SPLITS}
+
+def _sizes(spec: EMTCatalysisSpec) -> Dict[str, int]:
+    return {s: int(spec.sizes.get(s, 0)) for s in SPLITS}
+
+
+def _per_system(spec: EMTCatalysisSpec) -> Dict[str, float]:
+    return {s: spec.frames_per_system(s) for s in SPLITS}
