@@ -3,21 +3,27 @@
 Round r = fit on the labeled set → (``AcquisitionCallback.on_fit_end``: strategy picks B
 pool ids, rank 0's oracle labels them, labels are written to disk, broadcast, added) →
 evaluate every test split → record. The last round acquires nothing, so every label bought
-is trained on. Every rank runs this loop (Lightning's DDP launcher re-executes the
-script); files are written by rank 0 only.
+is trained on. A fit stops early on ``val/loss`` and ends with the best epoch's weights (the
+EMA weights with ``model.ema_decay``): those are tested, exported, checkpointed, acquired
+with and warm-started from; the record holds ``epochs`` (run) and ``best_epoch`` (0-based).
+Every rank runs this loop (Lightning's DDP launcher re-executes the script); files are
+written by rank 0 only.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
@@ -27,6 +33,7 @@ from al_lightning.campaign import faults, outputs
 from al_lightning.campaign.faults import FaultCallback
 from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
 from al_lightning.data.io import write_extxyz
+from al_lightning.model.callbacks import BestWeights
 from al_lightning.model.mace import on_device
 from al_lightning.model.metrics import split_metrics
 from al_lightning.oracle import make_oracle
@@ -43,7 +50,12 @@ class CampaignConfig:
     oracle_timeout: seconds per label for calculator oracles (None: no limit).
     sanity_min_distance / sanity_max_force: structures with atoms closer than this (Å) or a
         predicted max |F| above this (eV/Å) are not sent to the oracle (recorded as failed).
-    warm_start: each fit starts from the previous round's weights (else the initial ones).
+    warm_start: each fit starts from the previous round's weights (else the initial ones): the
+        restored best weights, which are the EMA weights when ``model.ema_decay`` is set.
+    early_stopping_patience: stop a round's fit after this many validation epochs without a
+        lower ``val/loss`` (None: run ``trainer.max_epochs``, which is always the upper bound).
+    restore_best_weights: before acquisition, test evaluation, export and checkpoint, load the
+        weights (EMA weights with ``model.ema_decay``) of the round's best ``val/loss`` epoch.
     campaign_dir: output folder (default ``logs/<name>``); rerunning on it resumes.
     force: resume even when data / seed / strategy / budget / oracle changed.
     """
@@ -61,6 +73,8 @@ class CampaignConfig:
     sanity_max_force: Optional[float] = None
     seed: int = 0
     warm_start: bool = True
+    early_stopping_patience: Optional[int] = 10
+    restore_best_weights: bool = True
     export_models: bool = True
     force: bool = False
 
@@ -69,6 +83,9 @@ class CampaignConfig:
             raise ValueError(f"campaign.rounds must be >= 0, got {self.rounds}")
         if self.budget < 1:
             raise ValueError(f"campaign.budget must be >= 1, got {self.budget}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("campaign.early_stopping_patience must be >= 1 or null, "
+                             f"got {self.early_stopping_patience}")
         if self.oracle_timeout is not None and self.oracle_timeout <= 0:
             raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
         if self.strategy not in STRATEGY_NAMES:
@@ -85,13 +102,20 @@ TrainerFactory = Callable[[int, TensorBoardLogger, List[pl.Callback]], pl.Traine
 
 
 def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
-    """Factory of per-round Trainers (TRAPS: a second fit on one Trainer returns at once)."""
+    """Factory of per-round Trainers (TRAPS: a second fit on one Trainer returns at once).
+
+    :class:`BestWeights` is a Lightning ``Checkpoint`` (so it runs last), which Lightning refuses
+    under ``enable_checkpointing=False``: with one present, checkpointing is on; that adds no
+    ``.ckpt`` files (no default ``ModelCheckpoint`` is added when a Checkpoint exists).
+    """
 
     def make(round_: int, logger: TensorBoardLogger, callbacks: List[pl.Callback]) -> pl.Trainer:
         kw = dict(trainer_kwargs)
         kw["callbacks"] = list(kw.get("callbacks") or []) + callbacks
         kw.update(logger=logger, inference_mode=False, use_distributed_sampler=False)
         kw.setdefault("enable_checkpointing", False)
+        if any(isinstance(c, Checkpoint) for c in kw["callbacks"]):
+            kw["enable_checkpointing"] = True
         kw.setdefault("num_sanity_val_steps", 0)
         return pl.Trainer(**kw)
 
@@ -164,8 +188,7 @@ class Campaign:
             rounds = rounds[:-1]  # extending a finished campaign: its last round now acquires
         self.state.update(rounds=rounds, failed=old.get("failed", []), status="running")
         if rounds:
-            ckpt = torch.load(self.dir / f"round_{len(rounds) - 1:03d}" / "checkpoint.pt", map_location="cpu",
-                              weights_only=False)  # our own file, written by _write_round_outputs
+            ckpt = load_checkpoint(self.dir / f"round_{len(rounds) - 1:03d}" / "checkpoint.pt")
             self.module.net.load_state_dict(ckpt["net"])
             self.dm.load_state_dict(ckpt["datamodule"])
         return len(rounds)
@@ -178,20 +201,32 @@ class Campaign:
         n_labeled = len(self.dm.labeled_structures())
         self.selected, self.acquire_seconds = [], 0.0
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
-        trainer = self.make_trainer(r, logger, [AcquisitionCallback(self), FaultCallback()])
+        fit_callbacks = self._fit_callbacks()
+        trainer = self.make_trainer(r, logger, [*fit_callbacks, AcquisitionCallback(self), FaultCallback()])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
         t_fit = time.perf_counter() - t0 - self.acquire_seconds
-        val = split_metrics(trainer.callback_metrics, ["val"])
+        best = next((c for c in fit_callbacks if isinstance(c, BestWeights) and c.best_epoch is not None), None)
+        val = split_metrics(best.best_metrics if best else trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
         metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
         record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in self.selected],
-                  "metrics": metrics, "fit_seconds": round(t_fit, 2),
+                  "metrics": metrics, "epochs": int(trainer.current_epoch),
+                  "best_epoch": best.best_epoch if best else None, "fit_seconds": round(t_fit, 2),
                   "acquire_seconds": round(self.acquire_seconds, 2)}
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
         trainer.strategy.barrier()
+
+    def _fit_callbacks(self) -> List[pl.Callback]:
+        """Early stopping on val/loss and the best-weights keeper (the EMA comes with the module)."""
+        out: List[pl.Callback] = []
+        if self.cfg.early_stopping_patience is not None:
+            out.append(EarlyStopping(monitor="val/loss", mode="min", patience=self.cfg.early_stopping_patience))
+        if self.cfg.restore_best_weights:
+            out.append(BestWeights(monitor="val/loss"))
+        return out
 
     # ------------------------------------------------------------------ acquisition
     def acquire(self, trainer: pl.Trainer, module) -> None:
@@ -255,7 +290,7 @@ class Campaign:
             outputs.export_model(self.module.net, rdir / "model.model")
         faults.hit("write")
         ckpt = {"net": self.module.net.state_dict(), "datamodule": self.dm.state_dict(), "round": r}
-        atomic_write(rdir / "checkpoint.pt", lambda fh: torch.save(ckpt, fh), binary=True)
+        atomic_write(rdir / "checkpoint.pt", lambda fh: torch.save(_tensors(ckpt), fh), binary=True)
         outputs.log_round_metrics(self.dir / "tb" / "rounds", r, record["n_labeled"], record["metrics"])
         faults.hit("write")
         self._write_state()
@@ -265,8 +300,43 @@ class Campaign:
             return
         outputs.write_json(self.dir / "campaign.json", self.state)
         if self.state["rounds"]:
-            outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png")
+            outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png",
+                                         title=f"campaign {self.cfg.name!r}: strategy {self.cfg.strategy}")
             outputs.write_report(self.state, self.dir / "report.md")
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """A round checkpoint (``net`` state_dict, ``datamodule`` state, ``round``), loaded weights-only."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # files of older versions pickled numpy arrays
+        raise ValueError(f"{path}: not a tensors-only campaign checkpoint ({type(exc).__name__}); it was written "
+                         "by an older al_lightning: rerun that round (delete its folder) or use a new "
+                         "campaign_dir") from exc
+    ckpt["datamodule"] = _arrays(ckpt["datamodule"])
+    return ckpt
+
+
+def _tensors(obj):
+    """``obj`` with every numpy array turned into a tensor (so that ``weights_only=True`` loads it)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, dict):
+        return {k: _tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors(v) for v in obj)
+    return obj
+
+
+def _arrays(obj):
+    """Inverse of :func:`_tensors` for the datamodule state (its records hold numpy arrays)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _arrays(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_arrays(v) for v in obj)
+    return obj
 
 
 def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:

@@ -4,6 +4,13 @@ The network is built in :meth:`MACEModule.build` from the labeled set (E0s, avg 
 scale/shift) or loaded from a foundation file; :meth:`setup` calls it when the datamodule is
 attached to the trainer. Forces need autograd in every stage: use
 ``Trainer(inference_mode=False)`` (the CLI does).
+
+EMA (``ema_decay``): :meth:`MACEModule.configure_callbacks` adds
+:class:`~al_lightning.model.callbacks.EMAWeights` to every fit. Validation runs on the
+averaged weights and at the end of the fit they are copied into ``net``, so the test metrics,
+the exported model, checkpoints and the acquisition pass all use the EMA weights, and a
+warm-started next fit (the next campaign round) continues from the EMA weights, not from the
+raw optimizer iterate.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ class MACEModule(pl.LightningModule):
         lr, weight_decay, amsgrad: AdamW settings; plateau scheduler on ``val/loss``. ``lr=None``:
             1e-2 from scratch, 1e-3 when fine-tuning a foundation (mace's fine-tuning guidance:
             naive fine-tuning and layer freezing 1e-3, from scratch 1e-2).
-        ema_decay: exponential moving average of weights used for val/test (None: off).
+        ema_decay: exponential moving average of the weights (None: off): validated, and left in
+            ``net`` at the end of every fit (see the module docstring).
         dtype: "float32" or "float64" (set before data and model are built).
     """
 
@@ -73,7 +81,6 @@ class MACEModule(pl.LightningModule):
         torch.set_default_dtype(getattr(torch, dtype))
         self.net: Optional[torch.nn.Module] = None
         self.split_metrics = torch.nn.ModuleDict()
-        self.ema = None
         self.eval_splits: List[str] = ["val"]
         self.initial_state: Optional[dict] = None
 
@@ -116,10 +123,6 @@ class MACEModule(pl.LightningModule):
         for split in self.eval_splits:
             if split not in self.split_metrics:
                 self.split_metrics[split] = SplitMetrics()
-        if self.hparams.ema_decay and self.ema is None:
-            from torch_ema import ExponentialMovingAverage
-
-            self.ema = ExponentialMovingAverage(self.net.parameters(), decay=self.hparams.ema_decay)
 
     def _e0s(self, z_table, structures) -> np.ndarray:
         """(n_elements,) E0s of a model built from scratch: given per element, or fitted."""
@@ -200,31 +203,13 @@ class MACEModule(pl.LightningModule):
         self._log_split_metrics(self.trainer.datamodule.test_splits)
 
     # ---------------------------------------------------------------- EMA
-    def on_before_zero_grad(self, optimizer) -> None:
-        if self.ema is not None and self.training:
-            self.ema.update(self.net.parameters())
+    def configure_callbacks(self):
+        """EMA of the weights when ``ema_decay`` is set (a fresh average per fit; nothing to do in test)."""
+        if not self.hparams.ema_decay or self.trainer.state.fn != "fit":
+            return []
+        from al_lightning.model.callbacks import EMAWeights
 
-    def _ema_swap(self, enter: bool) -> None:
-        if self.ema is None:
-            return
-        if enter:
-            self.ema.to(self.device)
-            self.ema.store(self.net.parameters())
-            self.ema.copy_to(self.net.parameters())
-        else:
-            self.ema.restore(self.net.parameters())
-
-    def on_validation_start(self) -> None:
-        self._ema_swap(True)
-
-    def on_validation_end(self) -> None:
-        self._ema_swap(False)
-
-    def on_test_start(self) -> None:
-        self._ema_swap(True)
-
-    def on_test_end(self) -> None:
-        self._ema_swap(False)
+        return [EMAWeights(self.hparams.ema_decay)]
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
@@ -238,14 +223,6 @@ class MACEModule(pl.LightningModule):
     def reset_weights(self) -> None:
         """Back to the foundation / initial weights (a campaign round without warm start)."""
         self.net.load_state_dict(self.initial_state)
-        if self.ema is not None:
-            from torch_ema import ExponentialMovingAverage
-
-            self.ema = ExponentialMovingAverage(self.net.parameters(), decay=self.hparams.ema_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.ema is not None:
-            checkpoint["ema"] = self.ema.state_dict()
 
 
 SCRATCH_LR, FOUNDATION_LR = 1e-2, 1e-3

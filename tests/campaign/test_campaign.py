@@ -52,7 +52,7 @@ def _check_campaign_dir(d: Path, budget=8, rounds=2, n0=16):
 
 
 @pytest.mark.slow
-def test_smoke_campaign_outputs(tmp_path, monkeypatch):
+def test_smoke_campaign_outputs(tmp_path, monkeypatch, calculator_metrics):
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "-c", SMOKE]) == 0
     d = tmp_path / "logs" / "smoke"
@@ -78,6 +78,10 @@ def test_smoke_campaign_outputs(tmp_path, monkeypatch):
     again = _evaluate_file(d / "round_002" / "model.model", d)
     for k in again:
         assert again[k] == pytest.approx(state["rounds"][2]["metrics"][k], rel=1e-9, abs=1e-12), k
+    # EMA off here; EMA on (and after a resume): test_round_training.py
+    calc = calculator_metrics(d / "round_002" / "model.model", d, SPLITS)
+    for k, v in calc.items():
+        assert v == pytest.approx(state["rounds"][2]["metrics"][k], rel=1e-6), k
     from mace.calculators import MACECalculator
 
     model = torch.load(d / "round_002" / "model.model", weights_only=False)

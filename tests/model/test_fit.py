@@ -44,23 +44,3 @@ def test_demo_model_fit_reduces_force_error(tiny_spec, tiny_paths):
     assert last <= 0.7 * first, (first, last)
     assert any(not torch.equal(before[k], v) for k, v in module.net.state_dict().items())
 
-
-def test_ema_weights_are_used_for_evaluation(tiny_spec, tiny_paths):
-    from al_lightning.model.metrics import evaluate
-
-    pl.seed_everything(0)
-    cfg = MACEConfig(hidden_irreps="8x0e+8x1o", mlp_irreps="8x0e", radial_mlp=[16, 16], max_ell=1, r_max=4.0)
-    module = MACEModule(model=cfg, ema_decay=0.5, dtype="float64")
-    dm = ActiveDataModule(emt=tiny_spec, batch_size=4, eval_batch_size=16)
-    dm.prepare_data()
-    dm.setup()
-    module.build(dm)
-    _trainer(2).fit(module, datamodule=dm)
-    with_ema = evaluate(module, dm)
-    raw = copy.deepcopy(module.net.state_dict())
-    module.ema.copy_to(module.net.parameters())
-    module.ema, module.hparams.ema_decay = None, None
-    plain_on_ema_weights = evaluate(module, dm)
-    assert with_ema == pytest.approx(plain_on_ema_weights, rel=1e-12)
-    module.net.load_state_dict(raw)
-    assert evaluate(module, dm)["test_id/forces_mae"] != pytest.approx(with_ema["test_id/forces_mae"], rel=1e-9)
