@@ -20,7 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from al_lightning.campaign.labeling import HandoffPending
-from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory
+from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory, resolve_seeds
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import DataError
 from al_lightning.model.module import MACEModule
@@ -81,7 +81,7 @@ class ALLightningCLI(LightningCLI):
 
     def fit(self, model: MACEModule, datamodule: ActiveDataModule = None, **_) -> None:
         cfg = self.config_init[self.subcommand]
-        campaign_cfg: CampaignConfig = cfg["campaign"]
+        campaign_cfg = resolve_seeds(cfg["campaign"], datamodule, self.config[self.subcommand].get("seed_everything"))
         if cfg["dry_run"]:
             dry_run(model, datamodule, campaign_cfg)
             return
@@ -97,28 +97,14 @@ class ALLightningCLI(LightningCLI):
 
 
 def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignConfig) -> None:
-    """Check data files, the foundation file and strategy options; raise naming what is wrong."""
-    from al_lightning.acquisition.strategies import make_strategy
+    """The checks a run makes before its first write (campaign/preflight.py, the same function),
+    plus every record of user files read once; raises naming all problems, else prints OK."""
+    from al_lightning.campaign import preflight
 
-    make_strategy(campaign.strategy, **campaign.strategy_kwargs)
-    missing = datamodule.missing_files()
-    if missing:
-        split = next(s for s, p in datamodule.split_paths().items() if p == missing[0])
-        raise DataError(f"data file for split '{split}' not found: {missing[0]}")
-    foundation = model.hparams.foundation
-    if foundation:
-        from pathlib import Path
-
-        if not Path(foundation).expanduser().is_file():
-            raise DataError(f"foundation model file not found: {foundation}")
-    if campaign.rounds > 0 and "pool" not in datamodule.split_paths():
-        raise DataError("campaign.rounds > 0 needs a 'pool' split in data.files")
-    if datamodule.files is not None:
-        datamodule.validate()
-    if campaign.rounds > 0 and campaign.oracle not in ("stored", "file"):
-        from al_lightning.oracle.oracles import import_object
-
-        import_object(campaign.oracle)
+    found = preflight.problems(campaign, model, datamodule)
+    if not found and datamodule.files is not None:
+        found += preflight.problem_of(datamodule.validate)
+    preflight.raise_problems(found)
     if datamodule.files is not None:
         sizes = {s: len(datamodule.structure_file(s)) for s in datamodule.split_paths()}
         where = "files"

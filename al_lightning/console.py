@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from lightning.pytorch.callbacks import TQDMProgressBar
+
 # Lightning's info lines: "GPU available…", "TPU available…", the litlogger tip, "Seed set to…",
 # "`Trainer.fit` stopped…" — all logged at INFO by these loggers.
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
@@ -44,3 +46,24 @@ def round_summary(record: dict) -> str:
         if vals:
             parts.append(f"{name} ({unit}) {vals}")
     return " | ".join(parts)
+
+
+def campaign_start(name: str, directory, start: int, rounds: int, done: list) -> str:
+    """The line a campaign opens with: a fresh start, "resuming at round k" or "nothing to do"."""
+    if start > rounds:
+        return (f"campaign {name!r} in {directory}: nothing to do, all {rounds} acquisitions are done "
+                f"(results in campaign.json and report.md; more rounds: --campaign.rounds {rounds + 1})")
+    if done:
+        return (f"campaign {name!r} in {directory}: resuming at round {start} of {rounds} "
+                f"({len(done)} round(s) stored, {sum(len(r['selected_ids']) for r in done)} labels bought)")
+    return f"campaign {name!r} in {directory}: {rounds} acquisitions, {rounds + 1} fits"
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's TQDM bar without the logger's ``v_num`` (the round is in the TensorBoard path);
+    the module puts only ``train/loss`` and ``val/forces_mae`` on it (the rest: TensorBoard)."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from ase.io import write
 
 from al_lightning.cli import main
@@ -80,4 +81,10 @@ def test_paper_configs_dry_run_name_missing_data(tmp_path, monkeypatch, capsys, 
     for strategy in ("pv_lcmd", "committee_f", "random"):
         assert main(["fit", "-c", str(ROOT / "configs" / config), "--dry_run", f"--campaign.strategy={strategy}"]) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith("al-lightning: error: data file for split 'pool' not found") and first_missing in last
+        assert last.startswith("al-lightning: error: ") and "data file for split 'pool' not found" in last
+        assert first_missing in last
+        cfg = yaml.safe_load((ROOT / "configs" / config).read_text())
+        n_files = len(cfg["data"]["files"])  # every missing file is named, and a missing foundation too
+        foundation = (cfg.get("model") or {}).get("foundation")
+        assert f"{n_files + bool(foundation)} problems:" in last
+        assert (f"foundation model file not found: {foundation}" in last) == bool(foundation)

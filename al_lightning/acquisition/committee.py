@@ -55,7 +55,11 @@ class CommitteeStrategy(Strategy):
         hp = ctx.module.hparams
         opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=self.lr)
         net.train()
-        for _ in range(self.epochs):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(self.epochs), desc=f"committee member {m + 1}/{self.members}", unit="epoch", leave=False,
+                   disable=getattr(ctx.comm, "rank", 0) != 0)
+        for _ in bar:
             for idx in fixed_batches(rng.permutation(order), self.batch_size):
                 batch = next(iter(ctx.datamodule.batch_loader(data, [idx.tolist()]))).to(ctx.device)
                 out = net(batch.to_dict(), training=True, compute_force=True)

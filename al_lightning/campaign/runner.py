@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,13 +23,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
 from al_lightning.atomic import atomic_write
 from al_lightning.acquisition.strategies import STRATEGY_NAMES, AcquisitionContext, make_strategy
-from al_lightning.campaign import faults, outputs
+from al_lightning import console
+from al_lightning.campaign import faults, outputs, preflight
 from al_lightning.campaign.faults import FaultCallback
 from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
 from al_lightning.data.io import write_extxyz
@@ -41,23 +42,39 @@ from al_lightning.oracle import make_oracle
 
 @dataclass
 class CampaignConfig:
-    """Campaign settings (``campaign.*`` in YAML).
+    """Campaign settings (``campaign.*`` in YAML or on the command line).
 
-    rounds: number of acquisitions R (R + 1 fits); 0 = a plain fit + test evaluation.
-    budget: structures acquired per round (B). strategy: DESIGN §5 name.
-    oracle: ``"stored"`` (labels in the pool file), ``"file"`` (hand-off: write a request,
-        stop, resume when the labels file exists) or an ASE calculator import path.
-    oracle_timeout: seconds per label for calculator oracles (None: no limit).
-    sanity_min_distance / sanity_max_force: structures with atoms closer than this (Å) or a
-        predicted max |F| above this (eV/Å) are not sent to the oracle (recorded as failed).
-    warm_start: each fit starts from the previous round's weights (else the initial ones): the
-        restored best weights, which are the EMA weights when ``model.ema_decay`` is set.
-    early_stopping_patience: stop a round's fit after this many validation epochs without a
-        lower ``val/loss`` (None: run ``trainer.max_epochs``, which is always the upper bound).
-    restore_best_weights: before acquisition, test evaluation, export and checkpoint, load the
-        weights (EMA weights with ``model.ema_decay``) of the round's best ``val/loss`` epoch.
-    campaign_dir: output folder (default ``logs/<name>``); rerunning on it resumes.
-    force: resume even when data / seed / strategy / budget / oracle changed.
+    Args:
+        name: campaign name; the output folder is ``logs/<name>`` unless ``campaign_dir`` is set.
+        campaign_dir: output folder (default ``logs/<name>``). Rerunning on it resumes; a run whose
+            data, seed, strategy, budget or oracle differ from the stored campaign is refused.
+        rounds: number of acquisitions R (R + 1 fits); 0 = one fit + test evaluation.
+        budget: structures acquired (labeled) per round, B.
+        strategy: selection rule, one of random, pv_lcmd (posterior-variance shortlist + LCMD, the
+            headline method), pv_topb (top-B posterior variance), lcmd (LCMD over the whole pool),
+            committee_e / committee_f (committee energy / force disagreement); see docs/design.md §5.
+        strategy_kwargs: options of the strategy, e.g. {feature_kind: ntk_ef, shortlist: 240};
+            feature_kind is one of ntk_e, ntk_f, ntk_ef, activation, descriptor (docs/design.md §4).
+        oracle: who labels: "stored" (labels already in the pool file; offline benchmarks),
+            "file" (hand-off: write a request, stop, resume when the labels file exists) or the
+            import path of an ASE calculator (e.g. ase.calculators.emt.EMT).
+        oracle_kwargs: keyword arguments of the calculator class.
+        oracle_timeout: seconds allowed per label for calculator oracles (null: no limit).
+        sanity_min_distance: structures with two atoms closer than this (Å) are not sent to the
+            oracle (recorded as failed; null: no check).
+        sanity_max_force: structures whose predicted max |F| exceeds this (eV/Å) are not sent to
+            the oracle (null: no check).
+        seed: seed of the acquisition (random draws, sketches) and of each round's
+            seed_everything; null: the top-level seed_everything. Also the default data.seed.
+        warm_start: each fit starts from the previous round's (best, EMA when set) weights; false:
+            from the initial / foundation weights.
+        early_stopping_patience: stop a round's fit after this many validation epochs without a
+            lower val/loss (null: always run trainer.max_epochs, which is the upper bound).
+        restore_best_weights: before acquisition, test evaluation, export and checkpoint, load
+            the weights of the round's best val/loss epoch (EMA weights with model.ema_decay).
+        export_models: write round_NNN/model.model (a MACE model for MACECalculator).
+        force: resume even when data, seed, strategy, budget or oracle changed (the stored
+            rounds are kept as they are).
     """
 
     name: str = "campaign"
@@ -71,7 +88,7 @@ class CampaignConfig:
     oracle_timeout: Optional[float] = None
     sanity_min_distance: Optional[float] = 0.5
     sanity_max_force: Optional[float] = None
-    seed: int = 0
+    seed: Optional[int] = None
     warm_start: bool = True
     early_stopping_patience: Optional[int] = 10
     restore_best_weights: bool = True
@@ -98,6 +115,17 @@ class CampaignConfig:
         return Path(self.campaign_dir or Path("logs") / self.name).expanduser().resolve()
 
 
+def resolve_seeds(cfg: CampaignConfig, datamodule, seed_everything: Optional[int] = None) -> CampaignConfig:
+    """Seeds not set explicitly follow the top-level one: ``campaign.seed`` ← ``seed_everything``
+    (0 without one), ``data.seed`` ← ``campaign.seed``. ``data.emt.seed`` (which structures are
+    generated) never follows: a study's seeds share one dataset."""
+    if cfg.seed is None:
+        cfg = replace(cfg, seed=int(seed_everything) if isinstance(seed_everything, int) else 0)
+    if getattr(datamodule, "seed", 0) is None:
+        datamodule.seed = cfg.seed
+    return cfg
+
+
 TrainerFactory = Callable[[int, TensorBoardLogger, List[pl.Callback]], pl.Trainer]
 
 
@@ -117,6 +145,8 @@ def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
         if any(isinstance(c, Checkpoint) for c in kw["callbacks"]):
             kw["enable_checkpointing"] = True
         kw.setdefault("num_sanity_val_steps", 0)
+        if kw.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in kw["callbacks"]):
+            kw["callbacks"].append(console.EpochBar())
         return pl.Trainer(**kw)
 
     return make
@@ -127,6 +157,7 @@ class Campaign:
 
     def __init__(self, cfg: CampaignConfig, module, datamodule, make_trainer: TrainerFactory,
                  config_dump: Optional[str] = None) -> None:
+        cfg = resolve_seeds(cfg, datamodule)
         self.cfg, self.module, self.dm, self.make_trainer = cfg, module, datamodule, make_trainer
         self.dir = cfg.directory
         self.strategy = make_strategy(cfg.strategy, **cfg.strategy_kwargs)
@@ -143,24 +174,33 @@ class Campaign:
 
     def fingerprint(self) -> Dict[str, Any]:
         """What a resumed run must share with the stored campaign (else refused unless forced)."""
-        data = self.dm.files if self.dm.files is not None else {"emt": self.dm.emt.key()}
-        return {"data": data, "seed": self.cfg.seed, "strategy": self.cfg.strategy,
-                "strategy_kwargs": self.cfg.strategy_kwargs, "budget": self.cfg.budget, "oracle": self.cfg.oracle}
+        return preflight.campaign_fingerprint(self.cfg, self.dm)
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> Dict[str, Any]:
+    def prepare(self) -> int:
+        """Every check before the first write (the same ones ``--dry_run`` makes); loads the data,
+        the model and a stored campaign. Returns the first round still to run."""
+        found = preflight.problems(self.cfg, self.module, self.dm)
+        if preflight.cannot_load(self.cfg, self.module, self.dm):
+            preflight.raise_problems(found)
         self.dm.prepare_data()
         self.dm.setup("fit")
         self.module.build(self.dm)
-        self.dm.validate(self.module.z_table())
+        found += preflight.problem_of(lambda: self.dm.validate(self.module.z_table()))
+        if found:  # the stored rounds are not loaded: check the pool as for a fresh start
+            n_all = len(self.dm.candidate_ids())
+            preflight.raise_problems(found + preflight.pool_problems(self.strategy, self.cfg.budget, self.cfg.rounds, n_all))
         if self.cfg.rounds > 0:
-            self.strategy.check(self.cfg.budget, len(self.dm.candidate_ids()))
-            self._oracle(0)  # an unknown calculator fails here, before anything is written
+            self._oracle(0)  # a calculator that cannot be built fails here, before anything is written
         start = self._resume()
-        needed = self.cfg.budget * (self.cfg.rounds - start)
-        if needed > 0 and needed > len(self.dm.candidate_ids()):
-            raise ValueError(f"campaign needs {needed} more pool structures (budget {self.cfg.budget} x "
-                             f"{self.cfg.rounds - start} rounds) but the pool has {len(self.dm.candidate_ids())} left")
+        n_left = len(self.dm.candidate_ids())
+        preflight.raise_problems(preflight.pool_problems(self.strategy, self.cfg.budget, self.cfg.rounds - start, n_left))
+        return start
+
+    def run(self) -> Dict[str, Any]:
+        start = self.prepare()
+        if self.is_zero:
+            console.say(console.campaign_start(self.cfg.name, self.dir, start, self.cfg.rounds, self.state["rounds"]))
         if self.is_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
             if self.config_dump:
@@ -176,13 +216,8 @@ class Campaign:
         path = self.dir / "campaign.json"
         if not path.exists():
             return 0
+        preflight.raise_problems([p for p in [preflight.fingerprint_refusal(path, self.fingerprint(), self.cfg.force)] if p])
         old = json.loads(path.read_text())
-        changed = [k for k, v in self.fingerprint().items() if old.get("fingerprint", {}).get(k) != v]
-        if changed and not self.cfg.force:
-            k = changed[0]
-            raise ValueError(f"{path}: the stored campaign has a different {k} "
-                             f"({old.get('fingerprint', {}).get(k)!r} vs {self.fingerprint()[k]!r}); "
-                             "use another campaign_dir or --campaign.force true")
         rounds = old["rounds"]
         if rounds and rounds[-1]["round"] < self.cfg.rounds and not rounds[-1]["selected_ids"]:
             rounds = rounds[:-1]  # extending a finished campaign: its last round now acquires
@@ -217,6 +252,7 @@ class Campaign:
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
+            console.say(console.round_summary(record))
         trainer.strategy.barrier()
 
     def _fit_callbacks(self) -> List[pl.Callback]:

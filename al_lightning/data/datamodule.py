@@ -252,7 +252,7 @@ class ActiveDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self.labeled_dataset()
         rank, world = self._rank_world()
-        seed = self.seed if self.seed is not None else 0
+        seed = self.seed if self.seed is not None else 0  # a Campaign sets it (resolve_seeds)
         sampler = ShuffleShardSampler(len(ds), seed * 1_000_003 + self.round * 10_007, rank, world)
         return self._loader(ds, sampler, self.batch_size)
 

@@ -171,9 +171,10 @@ class MACEModule(pl.LightningModule):
             batch[K.BATCH], batch[K.FREE_MASK], batch[K.ENERGY_WEIGHT], batch[K.FORCES_WEIGHT],
             self.hparams.energy_weight, self.hparams.forces_weight, self.hparams.loss, self.hparams.huber_delta)
         n = int(batch[K.NUM_ATOMS].numel())
-        self.log_dict({f"{split}/loss": losses["loss"].detach(), f"{split}/loss_energy": losses["energy"].detach(),
-                       f"{split}/loss_forces": losses["forces"].detach()}, batch_size=n, sync_dist=not training,
-                      on_step=training, on_epoch=True, prog_bar=split == "train", add_dataloader_idx=False)
+        log = dict(batch_size=n, sync_dist=not training, on_step=training, on_epoch=True, add_dataloader_idx=False)
+        self.log(f"{split}/loss", losses["loss"].detach(), prog_bar=training, **log)  # the bar: loss, val force MAE
+        self.log_dict({f"{split}/loss_energy": losses["energy"].detach(),
+                       f"{split}/loss_forces": losses["forces"].detach()}, **log)
         if not training:
             atom_mask = batch[K.FREE_MASK] & (batch[K.FORCES_WEIGHT][batch[K.BATCH]] > 0)
             self.split_metrics[split].update(out[K.OUT_ENERGY], batch[K.ENERGY], batch[K.NUM_ATOMS],
@@ -192,8 +193,9 @@ class MACEModule(pl.LightningModule):
     def _log_split_metrics(self, splits: Sequence[str]) -> None:
         for split in splits:
             values = self.split_metrics[split].compute()
-            self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False,
-                          add_dataloader_idx=False, prog_bar=(split == "val"))
+            for k, v in values.items():
+                self.log(f"{split}/{k}", v, sync_dist=False, add_dataloader_idx=False,
+                         prog_bar=(split == "val" and k == "forces_mae"))
             self.split_metrics[split].reset()
 
     def on_validation_epoch_end(self) -> None:
