@@ -55,10 +55,22 @@ class ALLightningCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
         parser.description = ("Active learning for MACE potentials. 'fit' runs (or resumes) a whole campaign: "
                               "R acquisitions and R + 1 fits, outputs in campaign.campaign_dir.")
-        parser.epilog = ("other commands: 'al-lightning pretrain -c CONFIG' trains a backbone on the embedded "
-                         "foundation data (configs/pretrain_emt.yaml); 'al-lightning study -c CONFIG' runs a "
-                         "strategies x seeds benchmark study (configs/study_emt.yaml). Add --help to either.")
+        parser.epilog = ("other subcommands: 'al-lightning study -c CONFIG' runs a strategies x seeds benchmark "
+                         "study (configs/study_emt.yaml); 'al-lightning pretrain -c CONFIG' trains a backbone on "
+                         "the embedded foundation data (configs/pretrain_emt.yaml). Add --help to either. "
+                         "Seeds: seed_everything (default 0) seeds Lightning and, unless set, campaign.seed "
+                         "(acquisition draws and sketches, each round's training seed), which seeds data.seed "
+                         "(training-batch shuffling); data.emt.seed chooses the embedded dataset itself "
+                         "and never follows the others.")
         return parser
+
+    def _add_subcommands(self, parser, **kwargs) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        parser.usage = "al-lightning [-h] [-c CONFIG] {fit,study,pretrain} ..."
+        for action in parser._subcommands_action._choices_actions:  # Trainer.fit's own line means nothing here
+            if action.dest == "fit":
+                action.help = ("run or resume a campaign: R acquisitions and R + 1 fits "
+                               "(al-lightning fit --help lists every option)")
 
     @staticmethod
     def subcommands():

@@ -66,4 +66,5 @@ class EpochBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        items.pop("train/loss_epoch", None)  # the step value is live; the epoch mean is in TensorBoard
         return items

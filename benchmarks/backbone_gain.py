@@ -47,15 +47,15 @@ def run_arm(arm: str, seed: int, files: Dict[str, str], base: List[str], card: d
     files_arg = "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}"
     args = ["fit", "-c", base[0], *base[1:], "--data.emt=null", f"--data.files={files_arg}", "--campaign.rounds=0",
             f"--campaign.campaign_dir={work / f'{arm}_s{seed}'}", f"--seed_everything={seed}",
-            f"--campaign.seed={seed}", "--campaign.export_models=false"]
+            f"--campaign.seed={seed}", "--campaign.export_models=false", "--trainer.enable_progress_bar=false"]
     if arm == "scratch":
         arch = card["architecture"]
         args += ["--model.foundation=null", "--model.e0s=null",
-                 *[f"--model.model.{k}={json.dumps(v)}" for k, v in arch.items()]]
+                 *[f"--model.model.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in arch.items()]]
     if arm == "zeroshot":
         args += ["--trainer.max_epochs=0"]
     t0 = time.perf_counter()
-    code = main(args)
+    code = main(args)  # a finished arm's directory: the CLI says "nothing to do" and returns the stored state
     if code != 0:
         raise SystemExit(f"backbone_gain: arm {arm} seed {seed} failed with status {code}")
     state = json.loads((work / f"{arm}_s{seed}" / "campaign.json").read_text())

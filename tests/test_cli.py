@@ -1,5 +1,9 @@
 """CLI: dry run, missing data, bad options — each one clear line and exit status 2."""
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,88 @@ def test_paper_configs_dry_run_name_missing_data(tmp_path, monkeypatch, capsys, 
         foundation = (cfg.get("model") or {}).get("foundation")
         assert f"{n_files + bool(foundation)} problems:" in last
         assert (f"foundation model file not found: {foundation}" in last) == bool(foundation)
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "{fit,study,pretrain}" in out.splitlines()[0]
+    for sub in ("fit", "study", "pretrain"):
+        assert f"al-lightning {sub}" in out.replace("\n", " ") or f"    {sub} " in out, sub
+    assert "Runs the full optimization routine" not in out  # Trainer.fit's line means nothing here
+
+
+def test_fit_help_describes_every_campaign_option(capsys):
+    """Each ``--campaign.<field>`` of CampaignConfig has a description (not only its type)."""
+    from dataclasses import fields
+
+    from al_lightning.campaign.runner import CampaignConfig
+
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("--campaign CONFIG"):]
+    blocks = re.split(r"\n  (?=--campaign\.)", section)[1:]
+    described = {}
+    for block in blocks:
+        name = block.split()[0].removeprefix("--campaign.")
+        described[name] = re.sub(r"\(type: .*$", "", " ".join(block.split()[1:])).strip()
+        described[name] = re.sub(r"^[A-Z_]+ |^\{true,false\} ", "", described[name]).strip()
+    assert set(described) == {f.name for f in fields(CampaignConfig)}
+    for name, text in described.items():
+        assert len(text.split()) >= 4, f"--campaign.{name} has no description: {text!r}"
+    for strategy in ("pv_lcmd", "pv_topb", "lcmd", "committee_e", "committee_f", "random"):
+        assert strategy in described["strategy"]
+    assert "--ckpt_path" not in out and "--weights_only" not in out
+    assert "seed_everything" in out and "data.emt.seed" in out  # the seeds explained
+
+
+def test_dry_run_names_three_problems_at_once(tmp_path, monkeypatch, capsys, tiny_paths):
+    """Missing pool, missing foundation and a changed budget against a stored campaign: all named."""
+    monkeypatch.chdir(tmp_path)
+    stored = ["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths), "--campaign.rounds=0",
+              "--trainer.max_epochs=1", f"--campaign.campaign_dir={tmp_path / 'c'}", "--campaign.export_models=false"]
+    assert main(stored) == 0
+    capsys.readouterr()
+    changed = ["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths, drop="pool"), "--campaign.rounds=0",
+               f"--campaign.campaign_dir={tmp_path / 'c'}", "--campaign.budget=5",
+               f"--model.foundation={tmp_path / 'nowhere.model'}", "--dry_run"]
+    assert main(changed) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("al-lightning: error: 3 problems:"), err
+    assert f"data file for split 'pool' not found: {tmp_path / 'missing_pool.extxyz'}" in err
+    assert f"foundation model file not found: {tmp_path / 'nowhere.model'}" in err
+    assert "budget (8 vs 5)" in err and "--campaign.force true" in err
+    # the run itself refuses with the same three problems (the same checks), writing nothing new
+    before = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert main(changed[:-1]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == err
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == before
+
+
+def test_rounds_zero_needs_no_pool(tmp_path, monkeypatch, capsys, tiny_paths):
+    """One fit + test evaluation on files without a pool (as benchmarks/backbone_gain.py runs)."""
+    monkeypatch.chdir(tmp_path)
+    files = {s: str(p) for s, p in tiny_paths.items() if s != "pool"}
+    args = ["--data.emt", "null", "--data.files", "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}"]
+    assert main(["fit", "-c", SMOKE, *args, "--campaign.rounds=0", "--trainer.max_epochs=1",
+                 "--campaign.export_models=false"]) == 0
+    assert "round 0:" in capsys.readouterr().err
+
+
+def test_smoke_console_one_line_per_round_no_boilerplate(tmp_path):
+    """The console of a real process: a start line, one summary line per round, no GPU/TPU/tip lines."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "al_lightning.cli", "fit", "-c", SMOKE, "--trainer.max_epochs=2",
+           f"--campaign.campaign_dir={tmp_path / 'c'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert sum("al-lightning: round " in ln for ln in lines) == 3  # rounds 0, 1, 2
+    for r in range(3):
+        line = next(ln for ln in lines if f"al-lightning: round {r}:" in ln)
+        assert "labels" in line and "forces MAE" in line and " id " in line and "energy MAE" in line
+    assert any("2 acquisitions, 3 fits" in ln for ln in lines)
+    for noise in ("GPU available", "TPU available", "HPU available", "💡", "Tip:", "LitLogger", "| Name"):
+        assert not any(noise in ln for ln in lines), noise
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "nothing to do" in again.stderr

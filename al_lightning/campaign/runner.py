@@ -145,7 +145,7 @@ def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
         if any(isinstance(c, Checkpoint) for c in kw["callbacks"]):
             kw["enable_checkpointing"] = True
         kw.setdefault("num_sanity_val_steps", 0)
-        if kw.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in kw["callbacks"]):
+        if kw.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in kw["callbacks"]):
             kw["callbacks"].append(console.EpochBar())
         return pl.Trainer(**kw)
 
@@ -188,14 +188,17 @@ class Campaign:
         self.module.build(self.dm)
         found += preflight.problem_of(lambda: self.dm.validate(self.module.z_table()))
         if found:  # the stored rounds are not loaded: check the pool as for a fresh start
-            n_all = len(self.dm.candidate_ids())
-            preflight.raise_problems(found + preflight.pool_problems(self.strategy, self.cfg.budget, self.cfg.rounds, n_all))
+            preflight.raise_problems(found + self._pool_problems(self.cfg.rounds))
         if self.cfg.rounds > 0:
             self._oracle(0)  # a calculator that cannot be built fails here, before anything is written
         start = self._resume()
-        n_left = len(self.dm.candidate_ids())
-        preflight.raise_problems(preflight.pool_problems(self.strategy, self.cfg.budget, self.cfg.rounds - start, n_left))
+        preflight.raise_problems(self._pool_problems(self.cfg.rounds - start))
         return start
+
+    def _pool_problems(self, rounds_left: int) -> List[str]:
+        if rounds_left <= 0 or "pool" not in self.dm.split_paths():  # no acquisition left (rounds=0 needs no pool)
+            return []
+        return preflight.pool_problems(self.strategy, self.cfg.budget, rounds_left, len(self.dm.candidate_ids()))
 
     def run(self) -> Dict[str, Any]:
         start = self.prepare()

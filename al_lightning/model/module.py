@@ -103,7 +103,7 @@ class MACEModule(pl.LightningModule):
         """Create the network (once) from the datamodule's labeled set, and the metrics."""
         if self.net is None:
             if self.hparams.foundation:
-                self.net = load_foundation(self.hparams.foundation, self.hparams.head)
+                self.net = load_foundation(self.hparams.foundation, self.hparams.head).train()  # saved in eval mode
                 datamodule.attach(model_z_table(self.net), model_r_max(self.net))
                 self._foundation_e0s(datamodule)
             else:
