@@ -46,7 +46,7 @@ class FoundationDataModule(ActiveDataModule):
     """The embedded foundation data as a datamodule: ``train`` is the labeled set, plus ``val``.
 
     Args:
-        foundation: spec of the generated data (DESIGN §7, :mod:`al_lightning.data.foundation`).
+        foundation: spec of the generated data (docs/design.md §7, :mod:`al_lightning.data.foundation`).
         batch_size, eval_batch_size, num_workers, generate_workers, seed: as ActiveDataModule.
     """
 

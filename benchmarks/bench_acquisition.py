@@ -1,4 +1,4 @@
-"""Acquisition maths benchmark (DESIGN §10): PV scoring, pool-pass memory, LCMD.
+"""Acquisition maths benchmark (docs/design.md §10): PV scoring, pool-pass memory, LCMD.
 
 Prints one JSON object. Synthetic float32 features with a power-law spectrum
 (column j scaled by (1+j)^-1/2, like NTK features), float64 Λ. Sections:

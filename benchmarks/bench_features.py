@@ -1,4 +1,4 @@
-"""Benchmark the NTK feature passes against a plain energy+forces pass (DESIGN §10).
+"""Benchmark the NTK feature passes against a plain energy+forces pass (docs/design.md §10).
 
 Prints JSON: per-structure seconds and ratios to one energy+forces pass of the same model
 and batch, measured in one run (rounds interleaved, medians), plus the peak RSS increase
@@ -180,7 +180,7 @@ def run_model(name: str, n_slabs: int, rounds: int, device: str, dtype: torch.dt
 
 
 def targets_met(st: dict) -> Dict[str, bool]:
-    """DESIGN §10 ratio targets."""
+    """docs/design.md §10 ratio targets."""
     r = {k: v["ratio_to_energy_forces"] for k, v in st.items()}
     met = {"ntk_e<=1.2": r["ntk_e"] <= 1.2, "ntk_ef_direction<=3.5": r["ntk_ef_direction"] <= 3.5}
     for k in (1, 4, 16):

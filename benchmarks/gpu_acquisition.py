@@ -1,4 +1,4 @@
-"""GPU acquisition benchmark (DESIGN §10, issue 5 item 8); prints JSON.
+"""GPU acquisition benchmark (docs/design.md §10, issue 5 item 8); prints JSON.
 
 Measures, on one device: NTK-EF pool features (energy row + force-direction row, readouts)
 of ``--structures`` ~80-atom slabs with a MACE-medium-sized model (128x0e+128x1o); PV

@@ -1,4 +1,4 @@
-"""Acquisition: feature-space posterior variance, streaming top-K, LCMD (DESIGN §5)."""
+"""Acquisition: feature-space posterior variance, streaming top-K, LCMD (docs/design.md §5)."""
 
 from al_lightning.acquisition.lcmd import select_lcmd, select_lcmd_ids
 from al_lightning.acquisition.posterior import (

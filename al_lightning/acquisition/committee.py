@@ -1,4 +1,4 @@
-"""Committee baselines (DESIGN §4): ``committee_e`` (energy) and ``committee_f`` (forces).
+"""Committee baselines (docs/design.md §4): ``committee_e`` (energy) and ``committee_f`` (forces).
 
 M members are copies of the fitted model whose readouts are re-initialised with different
 seeds and which are fine-tuned on bootstrap resamples of the labeled set (members

@@ -1,4 +1,4 @@
-"""The few collectives acquisition needs (DESIGN §6), behind one small interface.
+"""The few collectives acquisition needs (docs/design.md §6), behind one small interface.
 
 Only p×p sums, top-K candidates and the selection cross ranks. :class:`Comm` wraps
 ``torch.distributed`` (any backend: gloo on CPU, NCCL on GPUs) and degrades to no-ops in

@@ -1,4 +1,4 @@
-"""LCMD batch selection (Holzmüller et al., JMLR 2023; bmdal_reg ``lcmd``), DESIGN §5.
+"""LCMD batch selection (Holzmüller et al., JMLR 2023; bmdal_reg ``lcmd``), docs/design.md §5.
 
 Rule (TP mode): training vectors become centres first (without training vectors the
 first pick is the pool point of largest norm). Then, B times: every pool point belongs

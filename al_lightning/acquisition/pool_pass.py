@@ -1,4 +1,4 @@
-"""Distributed feature passes for acquisition (DESIGN §2 steps 1–4, §6).
+"""Distributed feature passes for acquisition (docs/design.md §2 steps 1–4, §6).
 
 * :func:`training_side` — rows of the labeled set in fixed batches (batch b on rank
   b mod W), p×p float64 Gram partials folded in batch order (bitwise the same for any

@@ -1,4 +1,4 @@
-"""Feature-space posterior variance (DESIGN §5, §6).
+"""Feature-space posterior variance (docs/design.md §5, §6).
 
 Notation: training rows Φ (n_rows, p), Gram G = ΦᵀΦ (p, p), Λ = G + λI, L = chol(Λ)
 (lower), λ = ``rel_lambda`` · tr(G) / n_rows unless given absolutely. For a structure x
@@ -217,7 +217,7 @@ class Precision:
     def score(self, rows: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
         """PV of a chunk. rows: (n, p) or (n, r, p) → (n,) float64, Σ_r ‖ψ_r‖².
 
-        ``dtype``: precision of the solve (float64 default, DESIGN §6; float32 is ~1.5×
+        ``dtype``: precision of the solve (float64 default, docs/design.md §6; float32 is ~1.5×
         faster on CPU, relative error ~cond(L)·1e-7, squares summed in float64).
         """
         phi = as_rows(rows, "pool rows")

@@ -1,4 +1,4 @@
-"""Posterior-variance strategies (DESIGN §5): ``pv_topb``, ``pv_lcmd`` (default), ``lcmd``.
+"""Posterior-variance strategies (docs/design.md §5): ``pv_topb``, ``pv_lcmd`` (default), ``lcmd``.
 
 1. training rows of the labeled set → Λ (float64, batch-ordered sums) and LCMD centres;
 2. pool shards → PV scores → running top-K (K = B for ``pv_topb``, all candidates for

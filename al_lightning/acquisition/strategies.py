@@ -72,7 +72,7 @@ STRATEGY_NAMES = ("random", "pv_topb", "pv_lcmd", "lcmd", "committee_e", "commit
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """Strategy by its DESIGN §5 name; ``kwargs`` are its options (clear errors for unknown ones)."""
+    """Strategy by its docs/design.md §5 name; ``kwargs`` are its options (clear errors for unknown ones)."""
     import inspect
 
     from al_lightning.acquisition.committee import CommitteeStrategy

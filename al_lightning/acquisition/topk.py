@@ -1,4 +1,4 @@
-"""Streaming top-K of (score, id, vector) over a chunked pool (DESIGN §5, §6).
+"""Streaming top-K of (score, id, vector) over a chunked pool (docs/design.md §5, §6).
 
 Order (a strict total order, so results never depend on chunking or sharding): higher
 score first; among equal scores the **lower id** first. Ids must be unique. NaN scores

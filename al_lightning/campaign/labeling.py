@@ -1,4 +1,4 @@
-"""Labeling that never loses or repeats a label (DESIGN §8; rank 0 only).
+"""Labeling that never loses or repeats a label (docs/design.md §8; rank 0 only).
 
 Per acquisition round r, under ``<campaign_dir>/labels/round_rrr/``:
 ``selected.json`` (the ids, written before any oracle call), one ``<id>.extxyz`` per label

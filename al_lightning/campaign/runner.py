@@ -1,4 +1,4 @@
-"""The campaign loop (DESIGN §2): R acquisitions, R + 1 fits.
+"""The campaign loop (docs/design.md §2): R acquisitions, R + 1 fits.
 
 Round r = fit on the labeled set → (``AcquisitionCallback.on_fit_end``: strategy picks B
 pool ids, rank 0's oracle labels them, labels are written to disk, broadcast, added) →

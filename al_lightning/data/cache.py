@@ -22,7 +22,7 @@ FramesFn = Callable[[str, int], List[Atoms]]  # (split, system index) -> labeled
 
 
 def cache_root() -> Path:
-    """``$AL_LIGHTNING_CACHE`` or ``~/.cache/al_lightning`` (DESIGN §9b)."""
+    """``$AL_LIGHTNING_CACHE`` or ``~/.cache/al_lightning`` (docs/design.md §9b)."""
     return Path(os.environ.get("AL_LIGHTNING_CACHE", Path.home() / ".cache" / "al_lightning")).expanduser()
 
 

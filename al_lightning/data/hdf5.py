@@ -1,4 +1,4 @@
-"""HDF5 reaction datasets (DESIGN §7): Transition1x and RGD1, same protocol as ``StructureFile``.
+"""HDF5 reaction datasets (docs/design.md §7): Transition1x and RGD1, same protocol as ``StructureFile``.
 
 Transition1x (``Transition1x.h5``): ``/{data,train,val,test}/{formula}/{rxn}/`` holding
 ``atomic_numbers`` (N,), ``positions`` (M, N, 3) Å, ``wB97x_6-31G(d).energy`` (M,) eV and

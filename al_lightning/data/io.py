@@ -1,4 +1,4 @@
-"""Structure readers (DESIGN §7): any ASE format, indexed random access, clear errors.
+"""Structure readers (docs/design.md §7): any ASE format, indexed random access, clear errors.
 
 Every reader returns ``Atoms`` *normalised*: the energy label (eV) in
 ``info["REF_energy"]``, raw forces (eV/Å, constraints not applied) in

@@ -1,4 +1,4 @@
-"""OC20 S2EF reader (DESIGN §7): chunk pairs ``N.extxyz.xz`` + ``N.txt.xz``.
+"""OC20 S2EF reader (docs/design.md §7): chunk pairs ``N.extxyz.xz`` + ``N.txt.xz``.
 
 Each ``.xz`` is decompressed once into the dataset cache
 (``cache_root()/"oc20"/<hash of path, size, mtime>/``, atomic temp + rename); frames are

@@ -1,4 +1,4 @@
-"""One entry point for every structure source (DESIGN §7): :func:`open_structures`.
+"""One entry point for every structure source (docs/design.md §7): :func:`open_structures`.
 
 All readers share ``StructureFile``'s protocol: ``len(r)``, ``r.raw(i)`` (as stored),
 ``r[i]`` (normalised: ``info["REF_energy"]`` in eV, raw ``arrays["REF_forces"]`` in eV/Å),

@@ -1,4 +1,4 @@
-"""The embedded "EMT catalysis" dataset (DESIGN §7): OC20-like slabs + adsorbates, EMT labels.
+"""The embedded "EMT catalysis" dataset (docs/design.md §7): OC20-like slabs + adsorbates, EMT labels.
 
 Every structure is one frame of a *system* (a slab of a catalyst with one adsorbate on a
 random site). A system yields frames from three sources: a short BFGS relaxation, Langevin

@@ -1,4 +1,4 @@
-"""Per-structure features for acquisition (DESIGN §4): force-aware NTK (E, F, EF),
+"""Per-structure features for acquisition (docs/design.md §4): force-aware NTK (E, F, EF),
 activation and descriptor baselines, sketches, Hutch++, and the pool-pass entry.
 
 Public API (stable names; external checks call them):

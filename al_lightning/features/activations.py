@@ -1,5 +1,5 @@
 """Baseline ``activation`` features: per-structure sum or mean of last-layer invariant
-node features (DESIGN §4, activation PV).
+node features (docs/design.md §4, activation PV).
 
 Default source ``"readout_input"``: the invariant inputs of the *last* ``o3.Linear`` of
 the last readout (for MACE's MLP readout: the gated hidden activations; for a linear

@@ -1,5 +1,5 @@
 """Baseline ``descriptor`` features: MACE invariant descriptors averaged per structure
-(DESIGN §4, descriptor PV) — the 0e channels of every interaction layer's product
+(docs/design.md §4, descriptor PV) — the 0e channels of every interaction layer's product
 output (mace's ``node_feats``, as ``get_descriptors(invariants_only=True)``), meaned
 over each structure's atoms.
 """

@@ -1,4 +1,4 @@
-"""Force-aware NTK features of a MACE model (DESIGN §4): NTK-E, NTK-F and the companion
+"""Force-aware NTK features of a MACE model (docs/design.md §4): NTK-E, NTK-F and the companion
 pass that returns them with the energies and forces of the same forward.
 
 All functions take a mace-torch model, a mace batch (``Batch`` or its ``to_dict()``) and

@@ -1,4 +1,4 @@
-"""Per-graph zero perturbations of ``o3.Linear`` weights (DESIGN §4, the core trick).
+"""Per-graph zero perturbations of ``o3.Linear`` weights (docs/design.md §4, the core trick).
 
 Structures in a batch are disconnected graphs. For a selected weight W we add a zero
 leaf Δ ∈ R^{G×|W|} so that a node of graph g uses W + Δ[g]; then for any per-graph

@@ -1,7 +1,7 @@
 """The pool-pass entry: ``pool_step(model, batch, spec, w_energy, w_forces) -> PoolRows``.
 
 One call per batch, ``predict_step``-style, returning everything the distributed pool pass
-needs (DESIGN §5–6) from ONE forward:
+needs (docs/design.md §5–6) from ONE forward:
 
     PoolRows(ids: LongTensor (G,)          global structure ids, from batch["structure_id"]
                                             (arange(G) when absent),
@@ -10,7 +10,7 @@ needs (DESIGN §5–6) from ONE forward:
              energy: Tensor (G,), forces: Tensor (N, 3)   predictions of the same forward)
 
 Rows by ``spec.kind`` (w_E, w_F = the training loss's energy and force weights, applied the
-same way on the training and pool sides whatever the row type, DESIGN §4):
+same way on the training and pool sides whatever the row type, docs/design.md §4):
 
 - ``ntk_e``: [√w_E φ_E] (R = 1); lcmd = √w_E φ_E
 - ``ntk_f``: √w_F · force rows (R = 1 direction, k probes, 3·n_max exact); lcmd = √w_F φ_F

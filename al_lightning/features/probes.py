@@ -1,4 +1,4 @@
-"""Probe vectors v ∈ R^{N×3} for force rows Jᵀv (DESIGN §4, NTK-F).
+"""Probe vectors v ∈ R^{N×3} for force rows Jᵀv (docs/design.md §4, NTK-F).
 
 - ``rademacher``: ±1 entries from a counter-based hash of (structure id, seed, probe
   index, atom index inside its structure, component) — deterministic per structure

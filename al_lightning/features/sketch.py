@@ -1,4 +1,4 @@
-"""Seeded sketches of per-structure gradients to a chosen dimension d (DESIGN §4).
+"""Seeded sketches of per-structure gradients to a chosen dimension d (docs/design.md §4).
 
 ``TensorSketch(d, seed)`` — never forms the per-structure gradient. For each selected
 instruction block b (weight (mul_in, mul_out)) draw Gaussian P_b ∈ R^{mul_in×d},

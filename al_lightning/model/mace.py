@@ -1,4 +1,4 @@
-"""Build, load and partially freeze mace-torch models (DESIGN §3 ``model/``).
+"""Build, load and partially freeze mace-torch models (docs/design.md §3 ``model/``).
 
 * :class:`MACEConfig` — architecture hyper-parameters (a tiny CPU default).
 * :func:`fit_e0s` — per-element reference energies by least squares, warning when the

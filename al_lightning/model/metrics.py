@@ -1,4 +1,4 @@
-"""Per-split error metrics (torchmetrics; keys of DESIGN §9b).
+"""Per-split error metrics (torchmetrics; keys of docs/design.md §9b).
 
 ``<split>/energy_mae``, ``<split>/energy_rmse`` in eV/atom; ``<split>/forces_mae``,
 ``<split>/forces_rmse`` in eV/Å per force component, on free atoms only. torchmetrics

@@ -1,4 +1,4 @@
-"""LCMD against an O(n²) from-scratch reference (DESIGN §5)."""
+"""LCMD against an O(n²) from-scratch reference (docs/design.md §5)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Posterior variance and training precision (DESIGN §5, §6): float64 checks."""
+"""Posterior variance and training precision (docs/design.md §5, §6): float64 checks."""
 
 import pytest
 import torch

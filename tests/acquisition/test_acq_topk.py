@@ -1,4 +1,4 @@
-"""Streaming top-K, shard merging and the chunked PV driver (DESIGN §5, §6)."""
+"""Streaming top-K, shard merging and the chunked PV driver (docs/design.md §5, §6)."""
 
 import weakref
 
