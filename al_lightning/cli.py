@@ -54,7 +54,10 @@ class ALLightningCLI(LightningCLI):
     def init_parser(self, **kwargs):
         parser = super().init_parser(**kwargs)
         parser.description = ("Active learning for MACE potentials. 'fit' runs (or resumes) a whole campaign: "
-                              "R acquisitions and R + 1 fits, outputs in campaign.campaign_dir.")
+                              "R acquisitions and R + 1 fits, outputs in campaign.campaign_dir. Each round gets "
+                              "its own Trainer from the trainer.* options; the campaign sets trainer.logger "
+                              "(TensorBoard in campaign_dir/tb), inference_mode and use_distributed_sampler "
+                              "itself, so values given for those are ignored.")
         parser.epilog = ("other subcommands: 'al-lightning study -c CONFIG' runs a strategies x seeds benchmark "
                          "study (configs/study_emt.yaml); 'al-lightning pretrain -c CONFIG' trains a backbone on "
                          "the embedded foundation data (configs/pretrain_emt.yaml). Add --help to either. "
