@@ -113,10 +113,11 @@ class ALLightningCLI(LightningCLI):
 
 def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignConfig) -> None:
     """The checks a run makes before its first write (campaign/preflight.py, the same function),
-    plus every record of user files read once; raises naming all problems, else prints OK."""
+    plus every record of user files read once and whether another process holds the campaign
+    directory (the lock is not taken); raises naming all problems, else prints OK."""
     from al_lightning.campaign import preflight
 
-    found = preflight.problems(campaign, model, datamodule)
+    found = preflight.problems(campaign, model, datamodule, probe_lock=True)
     if not found and datamodule.files is not None:
         found += preflight.problem_of(datamodule.validate)
     preflight.raise_problems(found)

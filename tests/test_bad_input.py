@@ -18,7 +18,8 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 
 def _snapshot(d: Path):
-    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    """Every state file's bytes (not ``.lock``: each run that takes the lock records its pid there)."""
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@
 Per acquisition round r, under ``<campaign_dir>/labels/round_rrr/``:
 ``selected.json`` (the ids, written before any oracle call), one ``<id>.extxyz`` per label
 (temp file + fsync + rename, written before the label is used), ``<id>.failed.json`` per
-oracle failure. A resumed run reads these back and calls the oracle only for ids with
-neither. ``oracle_calls.jsonl`` logs every oracle call. Structures failing the sanity
-filter (atoms too close, predicted forces too large) never reach the oracle.
+oracle failure; both carry the pool id and the pool structure's hash. A resumed run checks
+them against the pool, reads them back and calls the oracle only for ids with neither.
+``oracle_calls.jsonl`` logs every oracle call. Structures failing the sanity filter (atoms
+too close, predicted forces too large) never reach the oracle.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ase import Atoms
 
 from al_lightning.campaign import faults
+from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
 from al_lightning.data.io import DataError, StructureFile, write_extxyz
 from al_lightning.oracle import OracleError
@@ -26,6 +28,21 @@ from al_lightning.oracle import OracleError
 
 class HandoffPending(Exception):
     """The file hand-off oracle wrote a request; the campaign stops cleanly until labels exist."""
+
+
+class StoredLabelMismatch(ValueError):
+    """A stored label or failure does not belong to the pool structure it is filed under (status 2)."""
+
+
+def _stored_identity(path: Path) -> Tuple[Optional[int], Optional[str]]:
+    """(pool id, structure hash) recorded in a label (``.extxyz``) or failure (``.json``) file."""
+    if path.suffix == ".json":
+        info = json.loads(path.read_text())
+    else:
+        from ase.io import read
+
+        info = read(path, format="extxyz").info
+    return info.get("pool_id", info.get("id")), info.get("structure_hash")
 
 
 class LabelStore:
@@ -54,15 +71,40 @@ class LabelStore:
         failed = {int(p.name.split(".")[0]): json.loads(p.read_text())["error"] for p in d.glob("*.failed.json")}
         return labels, failed
 
-    def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str) -> None:
+    def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str, structure: Optional[str] = None) -> None:
+        """Store one label with its pool id and the pool structure's :func:`structure_hash`."""
         atoms.info["pool_id"] = int(pool_id)
+        if structure:
+            atoms.info["structure_hash"] = structure
         write_extxyz(self.round_dir(r) / f"{pool_id}.extxyz", [atoms])
         self._log(r, pool_id, oracle, "ok")
 
-    def save_failure(self, r: int, pool_id: int, error: str, oracle: Optional[str]) -> None:
-        write_json(self.round_dir(r) / f"{pool_id}.failed.json", {"id": int(pool_id), "round": r, "error": error})
+    def save_failure(self, r: int, pool_id: int, error: str, oracle: Optional[str],
+                     structure: Optional[str] = None) -> None:
+        record = {"id": int(pool_id), "round": r, "error": error}
+        if structure:
+            record["structure_hash"] = structure
+        write_json(self.round_dir(r) / f"{pool_id}.failed.json", record)
         if oracle is not None:
             self._log(r, pool_id, oracle, "failed")
+
+    def verify(self, r: int, hashes: Dict[int, str]) -> None:
+        """Raise StoredLabelMismatch (one line, naming the file) when a stored outcome of round r
+        carries another pool id than its name or was computed for another structure than
+        ``hashes[pool id]`` (files written before hashes were recorded are not checked)."""
+        d = self.round_dir(r)
+        for pool_id, want in hashes.items():
+            for path in (d / f"{pool_id}.extxyz", d / f"{pool_id}.failed.json"):
+                if not path.exists():
+                    continue
+                got_id, got_hash = _stored_identity(path)
+                if got_id is not None and int(got_id) != int(pool_id):
+                    raise StoredLabelMismatch(f"{path}: carries pool id {got_id}, not {pool_id}; delete the file "
+                                              "to label that structure again")
+                if got_hash is not None and got_hash != want:
+                    raise StoredLabelMismatch(
+                        f"{path}: stored for another structure than pool id {pool_id} of the current pool (structure "
+                        "hash differs: the pool changed); restore the pool file, or delete the file to label it again")
 
     def _log(self, r: int, pool_id: int, oracle: str, status: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,26 +134,28 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
     """Label the ids not yet on disk; returns (ids labelled, their labels, failures) in id order."""
     from tqdm.auto import tqdm
 
+    hashes = {int(i): structure_hash(a) for i, a in zip(ids, structures)}
+    store.verify(r, hashes)
     labels, failed = store.stored(r)
     todo = [(i, a) for i, a in zip(ids, structures) if i not in labels and i not in failed]
     if todo and getattr(oracle, "batch_only", False):
         for i, out in zip([i for i, _ in todo], oracle.label([i for i, _ in todo], [a for _, a in todo])):
-            store.save_label(r, i, out, oracle_name)
+            store.save_label(r, i, out, oracle_name, hashes[i])
             labels[i] = out
         todo = []
     for i, atoms in tqdm(todo, desc=f"labeling round {r}", leave=False):
         problem = sanity(i, atoms)
         if problem:
-            store.save_failure(r, i, problem, None)
+            store.save_failure(r, i, problem, None, hashes[i])
             failed[i] = problem
             continue
         try:
             out = oracle.label([i], [atoms])[0]
         except (OracleError, DataError) as exc:
-            store.save_failure(r, i, str(exc).splitlines()[0], oracle_name)
+            store.save_failure(r, i, str(exc).splitlines()[0], oracle_name, hashes[i])
             failed[i] = str(exc).splitlines()[0]
             continue
-        store.save_label(r, i, out, oracle_name)
+        store.save_label(r, i, out, oracle_name, hashes[i])
         labels[i] = out
         faults.hit("label")
     done = [i for i in ids if i in labels]

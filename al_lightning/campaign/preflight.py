@@ -2,7 +2,9 @@
 
 :func:`problems` lists every problem it finds (one line each) instead of stopping at the first:
 strategy options, missing data files, a missing foundation file, a missing pool, the oracle
-import and a stored campaign whose fingerprint the config does not match. ``Campaign.run``
+import, a stored campaign whose fingerprint (``fingerprint.json``, else the one in
+``campaign.json``; the contents of data files included) the config does not match and, in a
+dry run, a campaign directory locked by another process. ``Campaign.run``
 raises them all at once (:func:`raise_problems`) before generating data or building the model;
 ``--dry_run`` runs the very same function, so a dry run that says OK is not refused later for a
 reason these checks cover. Checks that need the data read (record validation, pool size against
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-# fingerprint keys, in the order a refusal names them
-FINGERPRINT_KEYS = ("data", "seed", "strategy", "strategy_kwargs", "budget", "oracle")
+# fingerprint keys, in the order a refusal names them; OPTIONAL_KEYS: absent from older campaigns
+FINGERPRINT_KEYS = ("data", "data_sha256", "seed", "strategy", "strategy_kwargs", "budget", "oracle", "oracle_kwargs")
+OPTIONAL_KEYS = ("data_sha256", "oracle_kwargs")
+FINGERPRINT_FILE = "fingerprint.json"
 
 
 class PreflightError(ValueError):
@@ -34,31 +38,77 @@ def problem_of(check: Callable[[], object]) -> List[str]:
 
 
 def campaign_fingerprint(cfg, datamodule) -> Dict[str, Any]:
-    """What a resumed run must share with the stored campaign (``cfg.seed`` already resolved)."""
+    """What a resumed run must share with the stored campaign (``cfg.seed`` already resolved):
+    data (paths or the EMT spec key, and the content sha256 of every data file that exists),
+    seed, strategy and its options, budget, oracle and its arguments."""
+    from al_lightning.campaign.fingerprint import file_sha256
+
     data = datamodule.files if datamodule.files is not None else {"emt": datamodule.emt.key()}
-    return {"data": data, "seed": cfg.seed, "strategy": cfg.strategy, "strategy_kwargs": cfg.strategy_kwargs,
-            "budget": cfg.budget, "oracle": cfg.oracle}
+    out = {"data": data, "seed": cfg.seed, "strategy": cfg.strategy, "strategy_kwargs": cfg.strategy_kwargs,
+           "budget": cfg.budget, "oracle": cfg.oracle, "oracle_kwargs": cfg.oracle_kwargs}
+    if datamodule.files is not None:
+        out["data_sha256"] = {s: file_sha256(p) for s, p in datamodule.split_paths().items() if p.is_file()}
+    return json.loads(json.dumps(out, default=str))  # as stored: lists, not tuples
 
 
-def fingerprint_refusal(path: Path, current: Dict[str, Any], force: bool = False) -> Optional[str]:
-    """Why the campaign stored at ``path`` (campaign.json) refuses ``current`` (None: no stored
-    campaign, a match, or ``force``)."""
-    if force or not path.exists():
+def stored_fingerprint(directory: Path) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
+    """(file, fingerprint) of the campaign in ``directory``: ``fingerprint.json`` (written at the
+    start), else the ``fingerprint`` of ``campaign.json`` (older campaigns); (None, None) when
+    neither exists. Raises ValueError (one line) for an unreadable file."""
+    for name in (FINGERPRINT_FILE, "campaign.json"):
+        path = Path(directory) / name
+        if not path.exists():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable campaign state ({type(exc).__name__}: {exc}); restore it from a "
+                             "backup or use another campaign_dir") from None
+        found = data.get("fingerprint", {}) if isinstance(data, dict) and name == "campaign.json" else data
+        if not isinstance(found, dict):
+            raise ValueError(f"{path}: not a campaign fingerprint (a JSON object expected); restore it from a "
+                             "backup or use another campaign_dir")
+        return path, found
+    return None, None
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    if key != "data_sha256" or not isinstance(old, dict):
+        return f"{key} ({old!r} vs {new!r})"
+    splits = sorted(set(old) | set(new), key=str)
+    return ", ".join(f"content of data file '{s}' (sha256 {str(old.get(s))[:12]} vs {str(new.get(s))[:12]})"
+                     for s in splits if old.get(s) != new.get(s))
+
+
+def fingerprint_refusal(directory: Path, current: Dict[str, Any], force: bool = False) -> Optional[str]:
+    """Why the campaign stored in ``directory`` refuses ``current`` (None: no stored campaign, a
+    match, or ``force``). Keys an older campaign did not record are not compared."""
+    if force:
         return None
     try:
-        stored = json.loads(path.read_text()).get("fingerprint", {})
-    except (OSError, ValueError) as exc:
-        return (f"{path}: unreadable campaign state ({type(exc).__name__}: {exc}); restore it from a backup "
-                "or use another campaign_dir")
-    changed = [k for k in FINGERPRINT_KEYS if k in current and stored.get(k) != current[k]]
+        path, stored = stored_fingerprint(directory)
+    except ValueError as exc:
+        return str(exc)
+    if stored is None:
+        return None
+    changed = [k for k in FINGERPRINT_KEYS if k in current and (k in stored or k not in OPTIONAL_KEYS)
+               and stored.get(k) != current[k]]
     if not changed:
         return None
-    what = ", ".join(f"{k} ({stored.get(k)!r} vs {current[k]!r})" for k in changed)
+    what = ", ".join(_difference(k, stored.get(k), current[k]) for k in changed)
     return f"{path}: the stored campaign has a different {what}; use another campaign_dir or --campaign.force true"
 
 
-def problems(cfg, module, datamodule) -> List[str]:
-    """Every problem a run would stop on before its first write (no data or model is loaded)."""
+def write_fingerprint(directory: Path, current: Dict[str, Any]) -> Path:
+    """Store ``current`` as ``<directory>/fingerprint.json`` (atomically)."""
+    from al_lightning.atomic import atomic_write
+
+    return atomic_write(Path(directory) / FINGERPRINT_FILE, lambda fh: json.dump(current, fh, indent=1))
+
+
+def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
+    """Every problem a run would stop on before its first write (no data or model is loaded);
+    ``probe_lock`` (a dry run's): also whether another process holds the campaign directory."""
     from al_lightning.acquisition.strategies import make_strategy
 
     out = problem_of(lambda: make_strategy(cfg.strategy, **cfg.strategy_kwargs))
@@ -73,7 +123,11 @@ def problems(cfg, module, datamodule) -> List[str]:
         from al_lightning.oracle.oracles import import_object
 
         out += problem_of(lambda: import_object(cfg.oracle))
-    refusal = fingerprint_refusal(cfg.directory / "campaign.json", campaign_fingerprint(cfg, datamodule), cfg.force)
+    if probe_lock:
+        from al_lightning.campaign.lock import busy
+
+        out += [m for m in [busy(cfg.directory)] if m]
+    refusal = fingerprint_refusal(cfg.directory, campaign_fingerprint(cfg, datamodule), cfg.force)
     return out + ([refusal] if refusal else [])
 
 

@@ -13,15 +13,12 @@ written by rank 0 only.
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import lightning.pytorch as pl
-import numpy as np
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -31,7 +28,10 @@ from al_lightning.atomic import atomic_write
 from al_lightning.acquisition.strategies import STRATEGY_NAMES, AcquisitionContext, make_strategy
 from al_lightning import console
 from al_lightning.campaign import faults, outputs, preflight
+from al_lightning.campaign.checkpoint import load_checkpoint, save_checkpoint
 from al_lightning.campaign.faults import FaultCallback
+from al_lightning.campaign.fingerprint import structure_hash
+from al_lightning.campaign.lock import CampaignLock, CampaignLocked
 from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
 from al_lightning.data.io import write_extxyz
 from al_lightning.model.callbacks import BestWeights
@@ -47,7 +47,8 @@ class CampaignConfig:
     Args:
         name: campaign name; the output folder is ``logs/<name>`` unless ``campaign_dir`` is set.
         campaign_dir: output folder (default ``logs/<name>``). Rerunning on it resumes; a run whose
-            data, seed, strategy, budget or oracle differ from the stored campaign is refused.
+            data, seed, strategy, budget or oracle differ from the stored campaign is refused, and so
+            is a second run while another one holds the folder (its ``.lock``).
         rounds: number of acquisitions R (R + 1 fits); 0 = one fit + test evaluation.
         budget: structures acquired (labeled) per round, B.
         strategy: selection rule, one of random, pv_lcmd (posterior-variance shortlist + LCMD, the
@@ -193,7 +194,15 @@ class Campaign:
             self._oracle(0)  # a calculator that cannot be built fails here, before anything is written
         start = self._resume()
         preflight.raise_problems(self._pool_problems(self.cfg.rounds - start))
+        self._verify_stored_labels(start)
         return start
+
+    def _verify_stored_labels(self, r: int) -> None:
+        """The stored outcomes of a resumed round must belong to today's pool structures (before any fit)."""
+        ids = self.store.load_selection(r) if r < self.cfg.rounds else None
+        if ids:
+            pool = self.dm.pool_dataset()
+            self.store.verify(r, {int(i): structure_hash(pool.get_atoms(int(i))[1]) for i in ids})
 
     def _pool_problems(self, rounds_left: int) -> List[str]:
         if rounds_left <= 0 or "pool" not in self.dm.split_paths():  # no acquisition left (rounds=0 needs no pool)
@@ -201,25 +210,42 @@ class Campaign:
         return preflight.pool_problems(self.strategy, self.cfg.budget, rounds_left, len(self.dm.candidate_ids()))
 
     def run(self) -> Dict[str, Any]:
-        start = self.prepare()
-        if self.is_zero:
-            console.say(console.campaign_start(self.cfg.name, self.dir, start, self.cfg.rounds, self.state["rounds"]))
-        if self.is_zero:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            if self.config_dump:
-                atomic_write(self.dir / "config.yaml", lambda fh: fh.write(self.config_dump))
-        for r in range(start, self.cfg.rounds + 1):
-            self.run_round(r)
-        self.state["status"] = "complete"
-        self._write_state()
-        return self.state
+        """Lock the directory (rank 0, for the whole run), check, record the fingerprint, run."""
+        lock = CampaignLock(self.dir) if self.is_zero else None
+        try:
+            if lock is not None and self.dir.is_dir():
+                lock.acquire()  # before the stored state is read
+            start = self.prepare()
+            if lock is not None:
+                self._start_writing(lock, start)
+            for r in range(start, self.cfg.rounds + 1):
+                self.run_round(r)
+            self.state["status"] = "complete"
+            self._write_state()
+            return self.state
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _start_writing(self, lock: CampaignLock, start: int) -> None:
+        """Rank 0, checks passed: hold the lock, then fingerprint.json first, then config.yaml."""
+        if not lock.held:  # the folder did not exist when the checks ran
+            lock.acquire()
+            if any((self.dir / n).exists() for n in (preflight.FINGERPRINT_FILE, "campaign.json")):
+                raise CampaignLocked(f"{self.dir} was started by another process while this one was checking it; "
+                                     "rerun the same command to resume it")
+        console.say(console.campaign_start(self.cfg.name, self.dir, start, self.cfg.rounds, self.state["rounds"]))
+        preflight.write_fingerprint(self.dir, self.state["fingerprint"])
+        if self.config_dump:
+            atomic_write(self.dir / "config.yaml", lambda fh: fh.write(self.config_dump))
 
     def _resume(self) -> int:
         """Load a stored campaign (if any); returns the first round still to run."""
         path = self.dir / "campaign.json"
+        preflight.raise_problems([p for p in [preflight.fingerprint_refusal(self.dir, self.fingerprint(),
+                                                                            self.cfg.force)] if p])
         if not path.exists():
             return 0
-        preflight.raise_problems([p for p in [preflight.fingerprint_refusal(path, self.fingerprint(), self.cfg.force)] if p])
         old = json.loads(path.read_text())
         rounds = old["rounds"]
         if rounds and rounds[-1]["round"] < self.cfg.rounds and not rounds[-1]["selected_ids"]:
@@ -328,8 +354,8 @@ class Campaign:
         if self.cfg.export_models:
             outputs.export_model(self.module.net, rdir / "model.model")
         faults.hit("write")
-        ckpt = {"net": self.module.net.state_dict(), "datamodule": self.dm.state_dict(), "round": r}
-        atomic_write(rdir / "checkpoint.pt", lambda fh: torch.save(_tensors(ckpt), fh), binary=True)
+        save_checkpoint(rdir / "checkpoint.pt", {"net": self.module.net.state_dict(),
+                                                 "datamodule": self.dm.state_dict(), "round": r})
         outputs.log_round_metrics(self.dir / "tb" / "rounds", r, record["n_labeled"], record["metrics"])
         faults.hit("write")
         self._write_state()
@@ -342,40 +368,6 @@ class Campaign:
             outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png",
                                          title=f"campaign {self.cfg.name!r}: strategy {self.cfg.strategy}")
             outputs.write_report(self.state, self.dir / "report.md")
-
-
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """A round checkpoint (``net`` state_dict, ``datamodule`` state, ``round``), loaded weights-only."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # files of older versions pickled numpy arrays
-        raise ValueError(f"{path}: not a tensors-only campaign checkpoint ({type(exc).__name__}); it was written "
-                         "by an older al_lightning: rerun that round (delete its folder) or use a new "
-                         "campaign_dir") from exc
-    ckpt["datamodule"] = _arrays(ckpt["datamodule"])
-    return ckpt
-
-
-def _tensors(obj):
-    """``obj`` with every numpy array turned into a tensor (so that ``weights_only=True`` loads it)."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.array(obj))
-    if isinstance(obj, dict):
-        return {k: _tensors(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_tensors(v) for v in obj)
-    return obj
-
-
-def _arrays(obj):
-    """Inverse of :func:`_tensors` for the datamodule state (its records hold numpy arrays)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy()
-    if isinstance(obj, dict):
-        return {k: _arrays(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_arrays(v) for v in obj)
-    return obj
 
 
 def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:

@@ -100,7 +100,8 @@ def _index_cache_path(path: Path) -> Path:
     from al_lightning.data.cache import cache_root
 
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stamp = f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"  # ctime, inode: rewrites in place too
+    key = hashlib.sha256(f"{path.resolve()}|{stamp}".encode()).hexdigest()[:16]
     return cache_root() / "index" / f"{key}.npy"
 
 

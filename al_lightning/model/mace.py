@@ -221,11 +221,15 @@ def load_foundation(path: "str | Path", head: Optional[str] = None, map_location
     """
     path = check_foundation_file(path)
     if path.resolve() not in _TRUST_NOTED:
-        from lightning.pytorch.utilities import rank_zero_info
+        import logging
+
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         _TRUST_NOTED.add(path.resolve())
-        rank_zero_info(f"al-lightning: unpickling foundation model {path}: a pickled model file can run "
-                       "arbitrary code; load only files from a trusted source")
+        if rank_zero_only.rank == 0:  # warning level: shown even when the CLI quiets Lightning's info lines
+            logging.getLogger("lightning.pytorch.utilities.rank_zero").warning(
+                f"al-lightning: unpickling foundation model {path}: a pickled model file can run arbitrary code; "
+                "load only files from a trusted source")
     try:
         model = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
