@@ -19,7 +19,9 @@ import al_lightning  # noqa: F401  (import order: mace before e3nn)
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
+from al_lightning.campaign.interrupts import Stopped
 from al_lightning.campaign.labeling import HandoffPending
+from al_lightning.campaign.state import os_error_line
 from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory, resolve_seeds
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import DataError
@@ -156,7 +158,9 @@ def study(args: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point (``al-lightning``); returns the exit status (2 for bad input)."""
+    """Entry point (``al-lightning``); returns the exit status: 0 done (or a file hand-off waiting for
+    labels), 2 bad input or unusable state, 128 + N stopped by signal N (SIGTERM 143, SIGINT 130,
+    SIGUSR1 138), 2 for a SystemExit(0) raised inside the campaign."""
     import warnings
 
     from al_lightning.console import quiet_lightning
@@ -172,15 +176,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             return pretrain(args[1:])
         ALLightningCLI(args=None if argv is None else list(argv))
-    except HandoffPending as exc:
+    except HandoffPending as exc:  # a clean stop on purpose: the labels are to be computed elsewhere
         print(f"al-lightning: {exc}", file=sys.stderr)
         return 0
+    except Stopped as exc:  # a signal (128 + its number) or a SystemExit inside the campaign (2)
+        print(f"al-lightning: {exc}", file=sys.stderr)
+        return exc.status
     except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         return code
     except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError,
             MisconfigurationException) as exc:
         print(f"al-lightning: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full disk, mostly
+        print(f"al-lightning: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -26,7 +26,13 @@ def save_checkpoint(path: Path, ckpt: Dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     """A round checkpoint (``net`` state_dict, ``datamodule`` state, ``round``), loaded weights-only:
-    a file holding any other Python object is refused before that object is built."""
+    a file holding any other Python object is refused before that object is built; a missing,
+    empty or truncated file is refused in one line too."""
+    from al_lightning.campaign.state import checkpoint_problem
+
+    problem = checkpoint_problem(Path(path))
+    if problem:
+        raise ValueError(problem)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # older versions pickled numpy arrays; or a hostile file
@@ -35,6 +41,9 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise ValueError(f"{path}: refused: not a tensors-only campaign checkpoint ({what}; loading it fully "
                          f"could run code); delete {path.parent.name}/ to redo that round or use a new "
                          "campaign_dir") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # a damaged zip archive
+        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]}); "
+                         f"delete {path.parent.name}/ to redo that round") from None
     if not isinstance(ckpt, dict) or not {"net", "datamodule"} <= set(ckpt):
         raise ValueError(f"{path}: not a campaign checkpoint (no net / datamodule state); delete "
                          f"{path.parent.name}/ to redo that round or use a new campaign_dir")

@@ -1,8 +1,9 @@
-"""Fault injection for crash-resume tests: ``AL_FAULT=<phase>:<n>[,<phase>:<n>…]``.
+"""Fault injection for crash-resume tests: ``AL_FAULT=<phase>:<n>[:<SIGNAL>][,…]``.
 
-The process SIGKILLs itself at the n-th time it reaches ``phase`` (counted per process):
-``fit`` (a training batch ended), ``pool`` (a pool feature batch was scored), ``label``
-(a label was persisted), ``write`` (a round output file was written). Unset: no effect.
+The process sends itself SIGKILL (or the named signal, e.g. ``fit:3:TERM``) at the n-th time it
+reaches ``phase`` (counted per process): ``fit`` (a training batch ended), ``test`` (a test
+batch ended), ``pool`` (a pool feature batch was scored), ``label`` (a label was persisted),
+``write`` (a round output file was written). Unset: no effect.
 """
 
 from __future__ import annotations
@@ -14,29 +15,33 @@ from typing import Dict
 
 import lightning.pytorch as pl
 
-PHASES = ("fit", "pool", "label", "write")
+PHASES = ("fit", "test", "pool", "label", "write")
 _counts: Dict[str, int] = {}
 
 
 def hit(phase: str) -> None:
-    """Count one arrival at ``phase``; kill -9 this process when AL_FAULT says so."""
+    """Count one arrival at ``phase``; signal this process (kill -9 by default) when AL_FAULT says so."""
     spec = os.environ.get("AL_FAULT")
     if not spec:
         return
     _counts[phase] = _counts.get(phase, 0) + 1
     for item in spec.split(","):
-        name, _, n = item.strip().partition(":")
+        name, _, rest = item.strip().partition(":")
+        n, _, sig = rest.partition(":")
         if name == phase and n.isdigit() and _counts[phase] == int(n):
             sys.stdout.flush()
             sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else signal.SIGKILL)
 
 
 class FaultCallback(pl.Callback):
-    """Reports every finished training batch as phase ``fit``."""
+    """Reports every finished training batch as phase ``fit``, every test batch as ``test``."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         hit("fit")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        hit("test")
 
 
 class FlakyEMT:

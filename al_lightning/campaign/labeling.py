@@ -19,9 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
-from al_lightning.campaign import faults
+from al_lightning.campaign import faults, interrupts
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
+from al_lightning.campaign.state import read_outcome, read_selection
 from al_lightning.data.io import DataError, StructureFile, write_extxyz
 from al_lightning.oracle import OracleError
 
@@ -36,12 +37,8 @@ class StoredLabelMismatch(ValueError):
 
 def _stored_identity(path: Path) -> Tuple[Optional[int], Optional[str]]:
     """(pool id, structure hash) recorded in a label (``.extxyz``) or failure (``.json``) file."""
-    if path.suffix == ".json":
-        info = json.loads(path.read_text())
-    else:
-        from ase.io import read
-
-        info = read(path, format="extxyz").info
+    found = read_outcome(path)
+    info = found if path.suffix == ".json" else found.info
     return info.get("pool_id", info.get("id")), info.get("structure_hash")
 
 
@@ -57,18 +54,16 @@ class LabelStore:
 
     def load_selection(self, r: int) -> Optional[List[int]]:
         path = self.round_dir(r) / "selected.json"
-        return [int(i) for i in json.loads(path.read_text())] if path.exists() else None
+        return read_selection(path) if path.exists() else None
 
     def save_selection(self, r: int, ids: Sequence[int]) -> None:
         write_json(self.round_dir(r) / "selected.json", [int(i) for i in ids])
 
     def stored(self, r: int) -> Tuple[Dict[int, Atoms], Dict[int, str]]:
         """(labels by id, failure messages by id) already on disk for round r."""
-        from ase.io import read
-
         d = self.round_dir(r)
-        labels = {int(p.name.split(".")[0]): read(p, format="extxyz") for p in d.glob("*.extxyz")}
-        failed = {int(p.name.split(".")[0]): json.loads(p.read_text())["error"] for p in d.glob("*.failed.json")}
+        labels = {int(p.name.split(".")[0]): read_outcome(p) for p in d.glob("*.extxyz")}
+        failed = {int(p.name.split(".")[0]): read_outcome(p)["error"] for p in d.glob("*.failed.json")}
         return labels, failed
 
     def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str, structure: Optional[str] = None) -> None:
@@ -76,17 +71,19 @@ class LabelStore:
         atoms.info["pool_id"] = int(pool_id)
         if structure:
             atoms.info["structure_hash"] = structure
-        write_extxyz(self.round_dir(r) / f"{pool_id}.extxyz", [atoms])
-        self._log(r, pool_id, oracle, "ok")
+        with interrupts.deferred():  # the label file and its log line, or neither
+            write_extxyz(self.round_dir(r) / f"{pool_id}.extxyz", [atoms])
+            self._log(r, pool_id, oracle, "ok")
 
     def save_failure(self, r: int, pool_id: int, error: str, oracle: Optional[str],
                      structure: Optional[str] = None) -> None:
         record = {"id": int(pool_id), "round": r, "error": error}
         if structure:
             record["structure_hash"] = structure
-        write_json(self.round_dir(r) / f"{pool_id}.failed.json", record)
-        if oracle is not None:
-            self._log(r, pool_id, oracle, "failed")
+        with interrupts.deferred():
+            write_json(self.round_dir(r) / f"{pool_id}.failed.json", record)
+            if oracle is not None:
+                self._log(r, pool_id, oracle, "failed")
 
     def verify(self, r: int, hashes: Dict[int, str]) -> None:
         """Raise StoredLabelMismatch (one line, naming the file) when a stored outcome of round r
@@ -126,6 +123,20 @@ def sanity_problem(atoms: Atoms, min_distance: Optional[float], max_force: Optio
     if max_force and predicted_max_force is not None and predicted_max_force > max_force:
         return f"sanity filter: predicted max |F| {predicted_max_force:.2f} eV/Å (> {max_force})"
     return None
+
+
+def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:
+    """Max predicted |F| per pool id (for the sanity filter), on CPU."""
+    out = {}
+    from al_lightning.model.mace import on_device
+
+    with on_device(module.net, "cpu") as net:
+        for batch in datamodule.pool_dataloader(ids):
+            forces = net(batch.to_dict(), training=False, compute_force=True)["forces"].detach()
+            norms = forces.norm(dim=1)
+            for g, sid in enumerate(batch["structure_id"].tolist()):
+                out[int(sid)] = float(norms[batch["batch"] == g].max())
+    return out
 
 
 def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Sequence[Atoms], oracle,

@@ -2,9 +2,9 @@
 
 :func:`problems` lists every problem it finds (one line each) instead of stopping at the first:
 strategy options, missing data files, a missing foundation file, a missing pool, the oracle
-import, a stored campaign whose fingerprint (``fingerprint.json``, else the one in
-``campaign.json``; the contents of data files included) the config does not match and, in a
-dry run, a campaign directory locked by another process. ``Campaign.run``
+import, corrupt or unusable state files (campaign/state.py), a stored campaign whose
+fingerprint (``fingerprint.json``, else the one in ``campaign.json``; the contents of data
+files included) the config does not match and, in a dry run, a campaign directory locked by another process. ``Campaign.run``
 raises them all at once (:func:`raise_problems`) before generating data or building the model;
 ``--dry_run`` runs the very same function, so a dry run that says OK is not refused later for a
 reason these checks cover. Checks that need the data read (record validation, pool size against
@@ -127,6 +127,9 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
         from al_lightning.campaign.lock import busy
 
         out += [m for m in [busy(cfg.directory)] if m]
+    from al_lightning.campaign import state
+
+    out += state.problems(cfg.directory, cfg.rounds)
     refusal = fingerprint_refusal(cfg.directory, campaign_fingerprint(cfg, datamodule), cfg.force)
     return out + ([refusal] if refusal else [])
 

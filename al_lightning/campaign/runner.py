@@ -12,7 +12,6 @@ written by rank 0 only.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,15 +26,15 @@ from al_lightning.acquisition.callback import AcquisitionCallback
 from al_lightning.atomic import atomic_write
 from al_lightning.acquisition.strategies import STRATEGY_NAMES, AcquisitionContext, make_strategy
 from al_lightning import console
-from al_lightning.campaign import faults, outputs, preflight
+from al_lightning.campaign import faults, interrupts, outputs, preflight, state
 from al_lightning.campaign.checkpoint import load_checkpoint, save_checkpoint
 from al_lightning.campaign.faults import FaultCallback
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.lock import CampaignLock, CampaignLocked
-from al_lightning.campaign.labeling import FileHandoffOracle, HandoffPending, LabelStore, label_round, sanity_problem
+from al_lightning.campaign.labeling import (FileHandoffOracle, HandoffPending, LabelStore, label_round,
+                                            predicted_max_forces, sanity_problem)
 from al_lightning.data.io import write_extxyz
 from al_lightning.model.callbacks import BestWeights
-from al_lightning.model.mace import on_device
 from al_lightning.model.metrics import split_metrics
 from al_lightning.oracle import make_oracle
 
@@ -60,7 +59,11 @@ class CampaignConfig:
             "file" (hand-off: write a request, stop, resume when the labels file exists) or the
             import path of an ASE calculator (e.g. ase.calculators.emt.EMT).
         oracle_kwargs: keyword arguments of the calculator class.
-        oracle_timeout: seconds allowed per label for calculator oracles (null: no limit).
+        oracle_timeout: seconds allowed per label for calculator oracles (null: no limit, the calculator
+            runs in this process); with a limit the calculator runs in a separate worker process that
+            is killed when the time is up (the label is recorded as failed).
+        max_failed_fraction: stop (exit status 2) when more than this fraction of a round's selected
+            structures fail (oracle errors, timeouts, sanity filter); the failures are kept, never retried.
         sanity_min_distance: structures with two atoms closer than this (Å) are not sent to the
             oracle (recorded as failed; null: no check).
         sanity_max_force: structures whose predicted max |F| exceeds this (eV/Å) are not sent to
@@ -87,6 +90,7 @@ class CampaignConfig:
     oracle: str = "stored"
     oracle_kwargs: Dict[str, Any] = field(default_factory=dict)
     oracle_timeout: Optional[float] = None
+    max_failed_fraction: float = 0.5
     sanity_min_distance: Optional[float] = 0.5
     sanity_max_force: Optional[float] = None
     seed: Optional[int] = None
@@ -106,6 +110,8 @@ class CampaignConfig:
                              f"got {self.early_stopping_patience}")
         if self.oracle_timeout is not None and self.oracle_timeout <= 0:
             raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
+        if not 0 <= self.max_failed_fraction <= 1:
+            raise ValueError(f"campaign.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}")
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {list(STRATEGY_NAMES)}")
         if not self.name or "/" in self.name:
@@ -146,6 +152,7 @@ def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
         if any(isinstance(c, Checkpoint) for c in kw["callbacks"]):
             kw["enable_checkpointing"] = True
         kw.setdefault("num_sanity_val_steps", 0)
+        interrupts.no_slurm_requeue(kw, logger.save_dir)
         if kw.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in kw["callbacks"]):
             kw["callbacks"].append(console.EpochBar())
         return pl.Trainer(**kw)
@@ -203,6 +210,14 @@ class Campaign:
         if ids:
             pool = self.dm.pool_dataset()
             self.store.verify(r, {int(i): structure_hash(pool.get_atoms(int(i))[1]) for i in ids})
+            failed = self.store.stored(r)[1]
+            self._stop_on_failures(r, len(ids), {i: failed[i] for i in ids if i in failed})  # before any fit
+
+    def _stop_on_failures(self, r: int, n_selected: int, failed: Dict[int, str]) -> None:
+        """Too many of round r's labels failed: stop (status 2) instead of fitting on without them."""
+        stop = state.failure_stop(self.store.round_dir(r), r, n_selected, failed, self.cfg.max_failed_fraction)
+        if stop:
+            raise state.StateError(stop)
 
     def _pool_problems(self, rounds_left: int) -> List[str]:
         if rounds_left <= 0 or "pool" not in self.dm.split_paths():  # no acquisition left (rounds=0 needs no pool)
@@ -210,19 +225,23 @@ class Campaign:
         return preflight.pool_problems(self.strategy, self.cfg.budget, rounds_left, len(self.dm.candidate_ids()))
 
     def run(self) -> Dict[str, Any]:
-        """Lock the directory (rank 0, for the whole run), check, record the fingerprint, run."""
+        """Lock the directory (rank 0, for the whole run), check, record the fingerprint, run. A stop
+        signal or SystemExit raises :class:`interrupts.Stopped` (status 128 + signal, or 2)."""
         lock = CampaignLock(self.dir) if self.is_zero else None
         try:
-            if lock is not None and self.dir.is_dir():
-                lock.acquire()  # before the stored state is read
-            start = self.prepare()
-            if lock is not None:
-                self._start_writing(lock, start)
-            for r in range(start, self.cfg.rounds + 1):
-                self.run_round(r)
-            self.state["status"] = "complete"
-            self._write_state()
-            return self.state
+            with interrupts.handling():
+                if lock is not None and self.dir.is_dir():
+                    lock.acquire()  # before the stored state is read
+                start = self.prepare()
+                if lock is not None:
+                    self._start_writing(lock, start)
+                for r in range(start, self.cfg.rounds + 1):
+                    self.run_round(r)
+                self.state["status"] = "complete"
+                self._write_state()
+                return self.state
+        except SystemExit as exc:  # an oracle's sys.exit(0), Lightning's SIGTERMException: not a success
+            raise interrupts.from_system_exit(exc) from None
         finally:
             if lock is not None:
                 lock.release()
@@ -246,11 +265,8 @@ class Campaign:
                                                                             self.cfg.force)] if p])
         if not path.exists():
             return 0
-        old = json.loads(path.read_text())
-        rounds = old["rounds"]
-        if rounds and rounds[-1]["round"] < self.cfg.rounds and not rounds[-1]["selected_ids"]:
-            rounds = rounds[:-1]  # extending a finished campaign: its last round now acquires
-        self.state.update(rounds=rounds, failed=old.get("failed", []), status="running")
+        rounds, failed = state.load_rounds(self.dir, self.cfg.rounds)
+        self.state.update(rounds=rounds, failed=failed, status="running")
         if rounds:
             ckpt = load_checkpoint(self.dir / f"round_{len(rounds) - 1:03d}" / "checkpoint.pt")
             self.module.net.load_state_dict(ckpt["net"])
@@ -320,16 +336,20 @@ class Campaign:
         self.selected = ids
         known = {f["id"] for f in self.state["failed"]}
         self.state["failed"] += [{"id": i, "round": r, "error": e} for i, e in failed.items() if i not in known]
+        self._stop_on_failures(r, len(ids), failed)  # every rank: same result
         trainer.strategy.barrier()
 
     def _label(self, r: int, ids: List[int]):
         """Rank 0: (ids labelled, labels, failures) — or the hand-off message."""
         pool = self.dm.pool_dataset()
         structures = [pool.get_atoms(int(i))[1] for i in ids]
+        oracle = self._oracle(r)
         try:
-            return label_round(self.store, r, ids, structures, self._oracle(r), self.cfg.oracle, self._sanity(ids))
+            return label_round(self.store, r, ids, structures, oracle, self.cfg.oracle, self._sanity(ids))
         except HandoffPending as exc:
             return str(exc)
+        finally:
+            getattr(oracle, "close", lambda: None)()  # a timeout worker process ends with the round
 
     def _oracle(self, r: int):
         if self.cfg.oracle == "file":
@@ -343,6 +363,10 @@ class Campaign:
 
     # ------------------------------------------------------------------ outputs
     def _write_round_outputs(self, r: int, record: dict) -> None:
+        with interrupts.deferred():  # a stop signal waits for campaign.json, the round's commit
+            self._write_round_files(r, record)
+
+    def _write_round_files(self, r: int, record: dict) -> None:
         rdir = self.dir / f"round_{r:03d}"
         outputs.write_json(rdir / "selected_ids.json", record["selected_ids"])
         outputs.write_json(rdir / "metrics.json", record["metrics"])
@@ -368,17 +392,4 @@ class Campaign:
             outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png",
                                          title=f"campaign {self.cfg.name!r}: strategy {self.cfg.strategy}")
             outputs.write_report(self.state, self.dir / "report.md")
-
-
-def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]:
-    """Max predicted |F| per pool id (for the sanity filter), on CPU."""
-    out = {}
-    with on_device(module.net, "cpu") as net:
-        for batch in datamodule.pool_dataloader(ids):
-            forces = net(batch.to_dict(), training=False, compute_force=True)["forces"].detach()
-            norms = forces.norm(dim=1)
-            for g, sid in enumerate(batch["structure_id"].tolist()):
-                out[int(sid)] = float(norms[batch["batch"] == g].max())
-    return out
-
 

@@ -6,10 +6,7 @@ written to disk before it is used (see :mod:`al_lightning.campaign`).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import signal
-import threading
 from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -67,37 +64,53 @@ def import_object(path: str) -> Any:
 
 
 class CalculatorOracle(Oracle):
-    """Labels with any ASE calculator given by import path and keyword arguments."""
+    """Labels with any ASE calculator given by import path and keyword arguments.
+
+    With ``timeout_s`` the calculator runs in a worker process killed at the limit (timeout.py);
+    without, in this process. ``close()`` ends the worker."""
 
     name = "calculator"
 
     def __init__(self, calculator: str, kwargs: Optional[Dict[str, Any]] = None,
                  timeout_s: Optional[float] = None) -> None:
+        from al_lightning.oracle.timeout import TimeoutWorker
+
         self.factory = import_object(calculator)
         self.calculator, self.kwargs, self.timeout_s = calculator, dict(kwargs or {}), timeout_s
         self._calc = None
+        self.worker = TimeoutWorker(calculator, self.kwargs, timeout_s) if timeout_s else None
 
     def _get_calc(self):
         if self._calc is None:
             self._calc = self.factory(**self.kwargs)
         return self._calc
 
+    def _compute(self, atoms: Atoms):
+        if self.worker is not None:
+            return self.worker.compute(atoms)
+        work = atoms.copy()
+        work.calc = self._get_calc()
+        return float(work.get_potential_energy()), np.array(work.get_forces(apply_constraint=False))
+
     def label(self, ids: Sequence[int], structures: Sequence[Atoms]) -> List[Atoms]:
+        from al_lightning.oracle.timeout import CalculatorFailed
+
         out = []
         for i, atoms in zip(ids, structures):
-            work = atoms.copy()
-            work.calc = self._get_calc()
             try:
-                with _time_limit(self.timeout_s):
-                    energy = float(work.get_potential_energy())
-                    forces = np.array(work.get_forces(apply_constraint=False))
+                energy, forces = self._compute(atoms)
             except Exception as exc:
-                raise OracleError(f"{self.calculator} failed on pool id {int(i)}: {type(exc).__name__}: {exc}") from None
-            work.calc = None
+                why = str(exc) if isinstance(exc, CalculatorFailed) else f"{type(exc).__name__}: {exc}"
+                raise OracleError(f"{self.calculator} failed on pool id {int(i)}: {why}") from None
+            work = atoms.copy()
             work.info[K.REF_ENERGY] = energy
             work.arrays[K.REF_FORCES] = forces
             out.append(normalise(work, f"{self.calculator} label of pool id {int(i)}"))
         return out
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
 
 
 def make_oracle(spec: str, kwargs: Optional[Dict[str, Any]], datamodule, timeout_s: Optional[float] = None) -> Oracle:
@@ -106,21 +119,3 @@ def make_oracle(spec: str, kwargs: Optional[Dict[str, Any]], datamodule, timeout
         return StoredLabelOracle(datamodule.structure_file("pool"))
     return CalculatorOracle(spec, kwargs, timeout_s=timeout_s)
 
-
-@contextlib.contextmanager
-def _time_limit(seconds: Optional[float]):
-    """Raise TimeoutError after ``seconds`` (SIGALRM; main thread of a Unix process only)."""
-    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise TimeoutError(f"no label within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

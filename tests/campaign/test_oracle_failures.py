@@ -44,6 +44,30 @@ def test_failing_oracle_campaign_completes_and_reports(tmp_path, monkeypatch):
     assert f"Oracle failures: {len(failed)}" in report
 
 
+def test_all_failing_oracle_stops_with_status_2_after_the_first_round(tmp_path, monkeypatch, capsys):
+    """More than campaign.max_failed_fraction of a round's labels failed: the failures are stored,
+    status 2; a rerun stops again before fitting without calling the oracle; a rerun accepting the
+    failures (max_failed_fraction 1) completes, retrying none of them."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "logs" / "smoke"
+    args = ["fit", "-c", SMOKE, *FAST, "--campaign.rounds=1", "--campaign.oracle=al_lightning.campaign.faults.FlakyEMT",
+            "--campaign.oracle_kwargs={fail_fraction: 1.0}"]
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    rdir = d / "labels" / "round_000"
+    assert last.startswith(f"al-lightning: error: {rdir}: 8 of 8 labels of round 0 failed (more than "
+                           "campaign.max_failed_fraction=0.5; first: al_lightning.campaign.faults.FlakyEMT failed")
+    assert "fix the oracle and delete the round's *.failed.json files" in last
+    assert len(list(rdir.glob("*.failed.json"))) == 8 and not (d / "campaign.json").exists()
+    calls = (d / "oracle_calls.jsonl").read_text()
+    assert main(args) == 2 and capsys.readouterr().err.strip().splitlines()[-1] == last
+    assert (d / "oracle_calls.jsonl").read_text() == calls and not (d / "round_000").exists()  # no fit, no call
+    assert main([*args, "--campaign.max_failed_fraction=1"]) == 0
+    state = json.loads((d / "campaign.json").read_text())
+    assert [r["n_labeled"] for r in state["rounds"]] == [16, 16] and len(state["failed"]) == 8
+    assert (d / "oracle_calls.jsonl").read_text() == calls
+
+
 @pytest.mark.slow
 def test_file_handoff_stops_cleanly_then_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -48,23 +48,13 @@ def test_stored_oracle_needs_labels(tmp_path, tiny_paths):
         StoredLabelOracle(StructureFile(tmp_path / "p.extxyz", require_labels=False)).label([0], [a])
 
 
-
-
 def test_calculator_timeout(tiny_paths, monkeypatch):
-    import sys
     import time
+    from pathlib import Path
 
-    from ase.calculators.calculator import Calculator
-
-    class Slow(Calculator):
-        implemented_properties = ["energy", "forces"]
-
-        def calculate(self, atoms=None, properties=("energy",), system_changes=()):
-            time.sleep(5)
-
-    monkeypatch.setattr(sys.modules[__name__], "Slow", Slow, raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the worker process imports the calculator
     pool = StructureFile(tiny_paths["pool"], require_labels=False)
-    oracle = CalculatorOracle(f"{__name__}.Slow", timeout_s=0.2)
+    oracle = CalculatorOracle("stuck_calculators.SleepyEMT", timeout_s=0.2)
     t0 = time.perf_counter()
     with pytest.raises(OracleError, match="pool id 3: TimeoutError: no label within 0.2 s"):
         oracle.label([3], [pool.raw(3)])

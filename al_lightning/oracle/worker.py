@@ -1,0 +1,56 @@
+"""The child side of a hard oracle timeout (see timeout.py); run as a script, never imported.
+
+``python worker.py IN_FD OUT_FD``: receives ``(calculator import path, kwargs)``, builds the
+calculator, answers ``("ready",)``, then for each Atoms received answers ``("ok", energy,
+forces)``, ``("error", "Type: message")`` or ``("exit", code)`` (the calculator raised
+SystemExit). It imports only the standard library, numpy, ASE and the calculator's module (not
+al_lightning or torch), so it starts in well under a second.
+"""
+
+import importlib
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _build(calculator: str, kwargs: dict):
+    module, _, name = calculator.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def _serve(inbox: Connection, outbox: Connection) -> None:
+    import numpy as np
+
+    calculator, kwargs = inbox.recv()
+    try:
+        calc = _build(calculator, kwargs)
+    except Exception as exc:
+        outbox.send(("error", _describe(exc)))
+        return
+    outbox.send(("ready",))
+    while True:
+        try:
+            atoms = inbox.recv()
+        except EOFError:  # the campaign closed the pipe (or ended)
+            return
+        try:
+            atoms.calc = calc
+            energy = float(atoms.get_potential_energy())
+            forces = np.array(atoms.get_forces(apply_constraint=False))
+        except SystemExit as exc:
+            outbox.send(("exit", exc.code))
+            return
+        except Exception as exc:
+            outbox.send(("error", _describe(exc)))
+            continue
+        outbox.send(("ok", energy, forces))
+
+
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]  # no shadowing by this folder
+    _serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
