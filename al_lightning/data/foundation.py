@@ -1,4 +1,4 @@
-"""The embedded *foundation* dataset (DESIGN §7): what the shipped backbone is pretrained on.
+"""The embedded *foundation* dataset (docs/design.md §7): what the shipped backbone is pretrained on.
 
 Deliberately unlike the campaign data (as MPTraj is unlike OC20): no adsorbate-on-slab
 frames. Five kinds of *system*, taken in turn by system index:
@@ -7,7 +7,13 @@ frames. Five kinds of *system*, taken in turn by system index:
 * ``alloy``    — random binary fcc alloys of two of the metals (Vegard lattice constant), strained;
 * ``surface``  — clean (111) / (100) / (110) slabs of a metal or a random binary alloy;
 * ``cluster``  — small metal clusters (3–13 atoms, one or two metals) in vacuum, no PBC;
-* ``molecule`` — gas-phase molecules of H, C, N, O (ASE's g2 set), in vacuum, no PBC.
+* ``molecule`` — gas-phase molecules of H, C, N, O (ASE's g2 set), in vacuum, no PBC;
+* ``compound`` — bulk metal–nonmetal crystals: rocksalt M(X) of a metal (or binary alloy) and one
+  of H, C, N, O with a random 25–100% of the X sites occupied (hydrides, carbides, nitrides,
+  oxides and their sub-stoichiometric phases, as MPTraj holds), lattice constant interpolated
+  between the metal's and the EMT-optimal rocksalt one, strained. Without this kind the
+  backbone never sees a metal–nonmetal bond (a v1 backbone without it fine-tuned no better
+  than training from scratch on adsorbate-on-slab data: docs/results/backbone/).
 
 Every system contributes rattled frames and Langevin MD frames, labeled by ASE's EMT with
 raw forces under mace's ``REF_energy`` / ``REF_forces`` keys. Frames whose max |F| exceeds
@@ -22,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -36,11 +42,12 @@ from al_lightning.data.emt import label_emt, langevin_frames
 from al_lightning.data.synthetic import METALS
 
 FOUNDATION_SPLITS = ("train", "val")
-KINDS = ("bulk", "alloy", "surface", "cluster", "molecule")
+KINDS = ("bulk", "alloy", "surface", "cluster", "molecule", "compound")
+NONMETALS = ("H", "C", "N", "O")
 MOLECULES = ("H2", "O2", "N2", "CO", "CO2", "H2O", "NH3", "CH4", "C2H2", "C2H4", "C2H6", "HCN", "NO", "NO2",
              "N2O", "O3", "H2O2", "N2H4", "CH3OH", "HCOOH", "H2CO", "CH3CHO", "H3CNH2", "H2CCO", "CH3CN",
              "CH3COOH")  # closed-shell-ish g2 molecules of H, C, N, O
-CACHE_VERSION = 1  # bump whenever generation changes: the cache key includes it
+CACHE_VERSION = 2  # bump whenever generation changes: the cache key includes it
 
 
 def _default_sizes() -> Dict[str, int]:
@@ -151,6 +158,38 @@ def _molecule_system(rng: np.random.Generator, spec: FoundationSpec) -> Atoms:
     return atoms
 
 
+@lru_cache(maxsize=None)
+def rocksalt_scale(metal: str, nonmetal: str) -> float:
+    """EMT-optimal rocksalt lattice constant of ``metal + nonmetal`` over the metal's fcc one
+    (grid 0.85-1.45 in steps of 0.025; deterministic)."""
+    from ase.calculators.emt import EMT
+
+    energies = []
+    for scale in np.linspace(0.85, 1.45, 25):
+        atoms = bulk(metal + nonmetal, "rocksalt", a=_lattice({metal}) * scale)
+        atoms.calc = EMT()
+        energies.append((atoms.get_potential_energy(), float(scale)))
+    return min(energies)[1]
+
+
+def _compound_system(rng: np.random.Generator, spec: FoundationSpec) -> Atoms:
+    metals = tuple(rng.choice(METALS, size=2, replace=False))
+    alloy, nonmetal = rng.uniform() < 0.3, NONMETALS[rng.integers(len(NONMETALS))]
+    occupancy = float(rng.uniform(0.25, 1.0))
+    scale = 1.0 + (np.mean([rocksalt_scale(m, nonmetal) for m in (metals if alloy else metals[:1])]) - 1.0) * occupancy
+    reps = [(1, 1, 1), (2, 1, 1), (2, 2, 1)][rng.integers(3)]
+    atoms = bulk(metals[0] + nonmetal, "rocksalt", a=_lattice(set(metals) if alloy else {metals[0]}) * scale,
+                 cubic=True).repeat(reps)
+    is_metal = np.array([a.symbol != nonmetal for a in atoms])
+    atoms = atoms[[i for i in range(len(atoms)) if is_metal[i] or rng.uniform() < occupancy]]
+    if alloy:
+        sub = _random_alloy(atoms[[a.symbol != nonmetal for a in atoms]], metals, rng)
+        symbols = np.array(atoms.get_chemical_symbols())
+        symbols[symbols != nonmetal] = sub.get_chemical_symbols()
+        atoms.set_chemical_symbols(list(symbols))
+    return _strained(atoms, spec, rng)
+
+
 def build_system(split: str, index: int, spec: FoundationSpec) -> Atoms:
     """Starting structure of system ``index`` of ``split``; its kind cycles through KINDS."""
     rng = _rng(spec, split, index)
@@ -161,6 +200,8 @@ def build_system(split: str, index: int, spec: FoundationSpec) -> Atoms:
         atoms = _surface_system(rng, spec)
     elif kind == "cluster":
         atoms = _cluster_system(rng, spec)
+    elif kind == "compound":
+        atoms = _compound_system(rng, spec)
     else:
         atoms = _molecule_system(rng, spec)
     atoms.info.update({"kind": kind, "formula": atoms.get_chemical_formula()})
