@@ -3,7 +3,8 @@
 The process sends itself SIGKILL (or the named signal, e.g. ``fit:3:TERM``) at the n-th time it
 reaches ``phase`` (counted per process): ``fit`` (a training batch ended), ``test`` (a test
 batch ended), ``pool`` (a pool feature batch was scored), ``label`` (a label was persisted),
-``write`` (a round output file was written). Unset: no effect.
+``db`` (a row of labels.db was written, its transaction not yet committed), ``write`` (a round
+output file was written). Unset: no effect.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Dict
 
 import lightning.pytorch as pl
 
-PHASES = ("fit", "test", "pool", "label", "write")
+PHASES = ("fit", "test", "pool", "label", "db", "write")
 _counts: Dict[str, int] = {}
 
 

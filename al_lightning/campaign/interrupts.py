@@ -3,7 +3,7 @@ ends the process with a non-zero status, after the last safe write, and the same
 
 :func:`handling` (held by ``Campaign.run``) turns SIGTERM, SIGINT and SIGUSR1 into
 :class:`Stopped` with status 128 + signal number; Lightning calls it after its own SIGTERM
-notifier and re-raises it after its teardown. Inside :func:`deferred` (one label file and its
+notifier and re-raises it after its teardown. Inside :func:`deferred` (one labels.db row and its
 log line) a signal waits until the block ends. A ``SystemExit`` raised inside the campaign (an
 oracle calling ``sys.exit(0)``, Lightning's ``SIGTERMException``) becomes :class:`Stopped` too:
 :func:`from_system_exit`.

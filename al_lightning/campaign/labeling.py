@@ -1,28 +1,29 @@
 """Labeling that never loses or repeats a label (docs/design.md §8; rank 0 only).
 
-Per acquisition round r, under ``<campaign_dir>/labels/round_rrr/``:
-``selected.json`` (the ids, written before any oracle call), one ``<id>.extxyz`` per label
-(temp file + fsync + rename, written before the label is used), ``<id>.failed.json`` per
-oracle failure; both carry the pool id and the pool structure's hash. A resumed run checks
-them against the pool, reads them back and calls the oracle only for ids with neither.
-``oracle_calls.jsonl`` logs every oracle call. Structures failing the sanity filter (atoms
-too close, predicted forces too large) never reach the oracle.
+Per acquisition round r, ``<campaign_dir>/labels/round_rrr/selected.json`` holds the ids (written
+before any oracle call); every outcome — a label or a failure, with the pool id and the pool
+structure's hash — is one row of ``<campaign_dir>/labels.db`` (an ASE database, :mod:`labeldb`),
+committed before the label is used. A resumed run checks the rows against the pool, reads them back
+and calls the oracle only for ids without one. ``oracle_calls.jsonl`` logs every oracle call (a
+history: it keeps calls whose row was deleted to label again). Structures failing the sanity
+filter (atoms too close, predicted forces too large) never reach the oracle.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
 
-from al_lightning.campaign import faults, interrupts
+from al_lightning.campaign import faults, interrupts, labeldb
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
-from al_lightning.campaign.state import read_outcome, read_selection
+from al_lightning.campaign.state import read_selection
 from al_lightning.data.io import DataError, StructureFile, write_extxyz
 from al_lightning.oracle import OracleError
 
@@ -35,18 +36,12 @@ class StoredLabelMismatch(ValueError):
     """A stored label or failure does not belong to the pool structure it is filed under (status 2)."""
 
 
-def _stored_identity(path: Path) -> Tuple[Optional[int], Optional[str]]:
-    """(pool id, structure hash) recorded in a label (``.extxyz``) or failure (``.json``) file."""
-    found = read_outcome(path)
-    info = found if path.suffix == ".json" else found.info
-    return info.get("pool_id", info.get("id")), info.get("structure_hash")
-
-
 class LabelStore:
-    """On-disk record of one campaign's selections, labels and failures."""
+    """One campaign's selections (``labels/round_NNN/selected.json``) and outcomes (``labels.db``)."""
 
     def __init__(self, campaign_dir: Path) -> None:
         self.root = campaign_dir / "labels"
+        self.path = campaign_dir / labeldb.DB_NAME
         self.log_path = campaign_dir / "oracle_calls.jsonl"
 
     def round_dir(self, r: int) -> Path:
@@ -59,49 +54,58 @@ class LabelStore:
     def save_selection(self, r: int, ids: Sequence[int]) -> None:
         write_json(self.round_dir(r) / "selected.json", [int(i) for i in ids])
 
-    def stored(self, r: int) -> Tuple[Dict[int, Atoms], Dict[int, str]]:
-        """(labels by id, failure messages by id) already on disk for round r."""
-        d = self.round_dir(r)
-        labels = {int(p.name.split(".")[0]): read_outcome(p) for p in d.glob("*.extxyz")}
-        failed = {int(p.name.split(".")[0]): read_outcome(p)["error"] for p in d.glob("*.failed.json")}
-        return labels, failed
+    def outcomes(self, r: int) -> Dict[int, labeldb.Outcome]:
+        """Round r's stored outcomes by pool id (labels.db; per-file labels of an older campaign until imported)."""
+        found = labeldb.read_db(self.path) if self.path.exists() else labeldb.read_legacy(self.root)
+        return {o.pool_id: o for o in found if o.round == r}
 
-    def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str, structure: Optional[str] = None) -> None:
-        """Store one label with its pool id and the pool structure's :func:`structure_hash`."""
+    def stored(self, r: int) -> Tuple[Dict[int, Atoms], Dict[int, str]]:
+        """(labels by id, failure messages by id) already stored for round r."""
+        found = self.outcomes(r).values()
+        return ({o.pool_id: o.atoms for o in found if o.atoms is not None},
+                {o.pool_id: o.error for o in found if o.atoms is None})
+
+    def save_label(self, r: int, pool_id: int, atoms: Atoms, oracle: str, structure: Optional[str] = None,
+                   seconds: Optional[float] = None) -> None:
+        """Store one label (one row) with its pool id and the pool structure's :func:`structure_hash`."""
         atoms.info["pool_id"] = int(pool_id)
         if structure:
             atoms.info["structure_hash"] = structure
-        with interrupts.deferred():  # the label file and its log line, or neither
-            write_extxyz(self.round_dir(r) / f"{pool_id}.extxyz", [atoms])
-            self._log(r, pool_id, oracle, "ok")
+        self._save(r, pool_id, atoms, None, oracle, structure, seconds)
 
     def save_failure(self, r: int, pool_id: int, error: str, oracle: Optional[str],
-                     structure: Optional[str] = None) -> None:
-        record = {"id": int(pool_id), "round": r, "error": error}
-        if structure:
-            record["structure_hash"] = structure
-        with interrupts.deferred():
-            write_json(self.round_dir(r) / f"{pool_id}.failed.json", record)
+                     structure: Optional[str] = None, seconds: Optional[float] = None) -> None:
+        """Store one failure (``oracle`` None: the sanity filter kept the structure from the oracle)."""
+        self._save(r, pool_id, None, error, oracle, structure, seconds)
+
+    def _save(self, r, pool_id, atoms, error, oracle, structure, seconds) -> None:
+        with interrupts.deferred():  # the row and its log line, or neither
+            if not self.path.exists():
+                legacy = labeldb.read_legacy(self.root)
+                if legacy:
+                    labeldb.import_legacy(self.path, legacy, self.log_path)
+            labeldb.write_outcome(labeldb.connect(self.path), r, pool_id, atoms, error, oracle, structure, seconds)
             if oracle is not None:
-                self._log(r, pool_id, oracle, "failed")
+                self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed")
 
     def verify(self, r: int, hashes: Dict[int, str]) -> None:
-        """Raise StoredLabelMismatch (one line, naming the file) when a stored outcome of round r
-        carries another pool id than its name or was computed for another structure than
-        ``hashes[pool id]`` (files written before hashes were recorded are not checked)."""
-        d = self.round_dir(r)
+        """Raise StoredLabelMismatch (one line, naming the row or file) when a stored outcome of round r
+        carries another pool id than it is filed under or was computed for another structure than
+        ``hashes[pool id]`` (outcomes stored before hashes were recorded are not checked)."""
+        found = self.outcomes(r)
         for pool_id, want in hashes.items():
-            for path in (d / f"{pool_id}.extxyz", d / f"{pool_id}.failed.json"):
-                if not path.exists():
-                    continue
-                got_id, got_hash = _stored_identity(path)
-                if got_id is not None and int(got_id) != int(pool_id):
-                    raise StoredLabelMismatch(f"{path}: carries pool id {got_id}, not {pool_id}; delete the file "
-                                              "to label that structure again")
-                if got_hash is not None and got_hash != want:
-                    raise StoredLabelMismatch(
-                        f"{path}: stored for another structure than pool id {pool_id} of the current pool (structure "
-                        "hash differs: the pool changed); restore the pool file, or delete the file to label it again")
+            o = found.get(int(pool_id))
+            if o is None:
+                continue
+            again = f"delete the row (ase db {self.path} id={o.row_id} --delete --yes)" if o.row_id else \
+                "delete the file"
+            if o.stored_id is not None and o.stored_id != int(pool_id):
+                raise StoredLabelMismatch(f"{o.where}: carries pool id {o.stored_id}, not {pool_id}; {again} "
+                                          "to label that structure again")
+            if o.structure_hash is not None and o.structure_hash != want:
+                raise StoredLabelMismatch(
+                    f"{o.where}: stored for another structure than pool id {pool_id} of the current pool (structure "
+                    f"hash differs: the pool changed); restore the pool file, or {again} to label it again")
 
     def _log(self, r: int, pool_id: int, oracle: str, status: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +146,7 @@ def predicted_max_forces(module, datamodule, ids: List[int]) -> Dict[int, float]
 def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Sequence[Atoms], oracle,
                 oracle_name: str, sanity: Callable[[int, Atoms], Optional[str]]
                 ) -> Tuple[List[int], List[Atoms], Dict[int, str]]:
-    """Label the ids not yet on disk; returns (ids labelled, their labels, failures) in id order."""
+    """Label the ids without a stored outcome; returns (ids labelled, their labels, failures) in id order."""
     from tqdm.auto import tqdm
 
     hashes = {int(i): structure_hash(a) for i, a in zip(ids, structures)}
@@ -150,8 +154,11 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
     labels, failed = store.stored(r)
     todo = [(i, a) for i, a in zip(ids, structures) if i not in labels and i not in failed]
     if todo and getattr(oracle, "batch_only", False):
-        for i, out in zip([i for i, _ in todo], oracle.label([i for i, _ in todo], [a for _, a in todo])):
-            store.save_label(r, i, out, oracle_name, hashes[i])
+        t0 = time.perf_counter()
+        got = oracle.label([i for i, _ in todo], [a for _, a in todo])
+        share = (time.perf_counter() - t0) / len(todo)
+        for i, out in zip([i for i, _ in todo], got):
+            store.save_label(r, i, out, oracle_name, hashes[i], share)
             labels[i] = out
         todo = []
     for i, atoms in tqdm(todo, desc=f"labeling round {r}", leave=False):
@@ -160,13 +167,14 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
             store.save_failure(r, i, problem, None, hashes[i])
             failed[i] = problem
             continue
+        t0 = time.perf_counter()
         try:
             out = oracle.label([i], [atoms])[0]
         except (OracleError, DataError) as exc:
-            store.save_failure(r, i, str(exc).splitlines()[0], oracle_name, hashes[i])
+            store.save_failure(r, i, str(exc).splitlines()[0], oracle_name, hashes[i], time.perf_counter() - t0)
             failed[i] = str(exc).splitlines()[0]
             continue
-        store.save_label(r, i, out, oracle_name, hashes[i])
+        store.save_label(r, i, out, oracle_name, hashes[i], time.perf_counter() - t0)
         labels[i] = out
         faults.hit("label")
     done = [i for i in ids if i in labels]

@@ -2,7 +2,7 @@
 
 :func:`problems` lists every problem it finds (one line each) instead of stopping at the first:
 strategy options, missing data files, a missing foundation file, a missing pool, the oracle
-import, corrupt or unusable state files (campaign/state.py), a stored campaign whose
+import, corrupt or unusable state files (campaign/state.py) or label database (labeldb.py), a stored campaign whose
 fingerprint (``fingerprint.json``, else the one in ``campaign.json``; the contents of data
 files included) the config does not match and, in a dry run, a campaign directory locked by another process. ``Campaign.run``
 raises them all at once (:func:`raise_problems`) before generating data or building the model;
@@ -127,9 +127,9 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
         from al_lightning.campaign.lock import busy
 
         out += [m for m in [busy(cfg.directory)] if m]
-    from al_lightning.campaign import state
+    from al_lightning.campaign import labeldb, state
 
-    out += state.problems(cfg.directory, cfg.rounds)
+    out += state.problems(cfg.directory, cfg.rounds) + labeldb.problems(cfg.directory)
     refusal = fingerprint_refusal(cfg.directory, campaign_fingerprint(cfg, datamodule), cfg.force)
     return out + ([refusal] if refusal else [])
 

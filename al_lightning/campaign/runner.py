@@ -215,7 +215,7 @@ class Campaign:
 
     def _stop_on_failures(self, r: int, n_selected: int, failed: Dict[int, str]) -> None:
         """Too many of round r's labels failed: stop (status 2) instead of fitting on without them."""
-        stop = state.failure_stop(self.store.round_dir(r), r, n_selected, failed, self.cfg.max_failed_fraction)
+        stop = state.failure_stop(self.store.path, r, n_selected, failed, self.cfg.max_failed_fraction)
         if stop:
             raise state.StateError(stop)
 

@@ -6,7 +6,7 @@ so ``--dry_run`` reports them too). Recovery rules the messages rely on:
 - without ``campaign.json`` a run starts at round 0 and reuses every stored selection and label;
 - a deleted ``round_NNN/`` folder is redone, with every later round;
 - a deleted ``labels/round_NNN/selected.json`` is drawn again (stored labels of ids drawn again
-  are reused); a deleted label or failure file is labeled again (one more oracle call).
+  are reused); a deleted row of ``labels.db`` is labeled again (one more oracle call).
 """
 
 from __future__ import annotations
@@ -154,12 +154,14 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}: {what}; {fix}, then rerun the same command (it resumes after the last safe write)"
 
 
-def failure_stop(round_dir: Path, r: int, n_selected: int, failed: dict, max_fraction: float) -> Optional[str]:
-    """The stop message when more than ``max_fraction`` of round r's ``n_selected`` labels failed."""
+def failure_stop(db: Path, r: int, n_selected: int, failed: dict, max_fraction: float) -> Optional[str]:
+    """The stop message when more than ``max_fraction`` of round r's ``n_selected`` labels failed
+    (their rows are in the label database ``db``)."""
     if not n_selected or len(failed) <= max_fraction * n_selected:
         return None
     first = next(iter(failed.values()))
-    return (f"{round_dir}: {len(failed)} of {n_selected} labels of round {r} failed (more than "
+    return (f"{db}: {len(failed)} of {n_selected} labels of round {r} failed (more than "
             f"campaign.max_failed_fraction={max_fraction}; first: {first}); the failures are stored there and "
-            "never retried: fix the oracle and delete the round's *.failed.json files to label those structures "
-            "again, or raise campaign.max_failed_fraction to go on without them; then rerun the same command")
+            f"never retried: fix the oracle and delete their rows (ase db {db} round={r},status=failed --delete "
+            "--yes) to label those structures again, or raise campaign.max_failed_fraction to go on without them; "
+            "then rerun the same command")

@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -62,16 +63,19 @@ def _without(record: dict, key: str) -> dict:
 
 
 def _unfinished(d: Path) -> Path:
-    """As after a crash in round 0's labeling: no campaign.json, so round 0 resumes from its labels."""
+    """As after a crash in round 0's labeling: no campaign.json, so round 0 resumes from labels.db."""
     (d / "campaign.json").unlink()
-    label = d / "labels" / "round_000" / f"{json.loads((d / 'labels/round_000/selected.json').read_text())[0]}.extxyz"
-    return label.relative_to(d)
+    return Path(DB)
 
 
-def _failure_not_json(d: Path):
-    label = _unfinished(d)
-    (d / label).unlink()
-    return _put(d, label.with_suffix(".failed.json"), "{")
+def _row_without_status(d: Path):
+    """A row of labels.db that is not an outcome (its status key removed)."""
+    db = sqlite3.connect(d / _unfinished(d))
+    db.execute("DELETE FROM text_key_values WHERE key = 'status' AND id = 1")
+    db.execute("UPDATE systems SET key_value_pairs = json_remove(key_value_pairs, '$.status') WHERE id = 1")
+    db.commit()
+    db.close()
+    return DB
 
 
 def _file_for_folder(d: Path, rel):
@@ -88,6 +92,7 @@ def _deny(err: int):
 
 CKPT = "round_001/checkpoint.pt"
 SEL = "labels/round_000/selected.json"
+DB = "labels.db"
 REDO_CKPT = "delete round_001/ to redo that round"
 REDO_ALL = "delete it to redo every round from the stored selections and labels"
 # name: (damage(dir) -> the file the message must name (relative), fragments of the message[, errno of every write])
@@ -108,9 +113,12 @@ CASES = {
                                   ["unreadable campaign state (JSONDecodeError", "restore it from a backup"]),
     "selected.json corrupt": (lambda d: _truncate(d, SEL, 0.6), ["unreadable (not JSON", "selection again"]),
     "selected.json not ids": (lambda d: _put(d, SEL, '{"ids": [1]}'), ["not a list of pool ids", "selection again"]),
-    "label file truncated": (lambda d: _truncate(d, _unfinished(d), 0.3),
-                             ["unreadable label file", "label that structure again"]),
-    "failure record corrupt": (_failure_not_json, ["unreadable (not JSON", "label that structure again"]),
+    "labels.db truncated": (lambda d: _truncate(d, _unfinished(d), 0.3),
+                            ["unreadable label database (", "restore it from a backup, or move it away"]),
+    "labels.db not a database": (lambda d: _put(d, _unfinished(d), "x" * 5000),
+                                 ["unreadable label database (DatabaseError: file is not a database)"]),
+    "labels.db row without status": (_row_without_status, ["row 1 has no integer pool_id and round and a status",
+                                                           "ase db", "id=1 --delete --yes"]),
     "round folder is a file": (lambda d: _file_for_folder(d, "round_001"), ["a file where a folder is expected"]),
     "labels folder is a file": (lambda d: _file_for_folder(d, "labels"), ["a file where a folder is expected"]),
     "campaign_dir is a file": (lambda d: _file_for_folder(d, "."), ["campaign_dir is a file, not a folder",

@@ -8,6 +8,7 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
+from al_lightning.campaign.labeling import LabelStore
 from al_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,11 +55,11 @@ def test_all_failing_oracle_stops_with_status_2_after_the_first_round(tmp_path, 
             "--campaign.oracle_kwargs={fail_fraction: 1.0}"]
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    rdir = d / "labels" / "round_000"
-    assert last.startswith(f"al-lightning: error: {rdir}: 8 of 8 labels of round 0 failed (more than "
+    db = d / "labels.db"
+    assert last.startswith(f"al-lightning: error: {db}: 8 of 8 labels of round 0 failed (more than "
                            "campaign.max_failed_fraction=0.5; first: al_lightning.campaign.faults.FlakyEMT failed")
-    assert "fix the oracle and delete the round's *.failed.json files" in last
-    assert len(list(rdir.glob("*.failed.json"))) == 8 and not (d / "campaign.json").exists()
+    assert f"fix the oracle and delete their rows (ase db {db} round=0,status=failed --delete --yes)" in last
+    assert len(LabelStore(d).stored(0)[1]) == 8 and not (d / "campaign.json").exists()
     calls = (d / "oracle_calls.jsonl").read_text()
     assert main(args) == 2 and capsys.readouterr().err.strip().splitlines()[-1] == last
     assert (d / "oracle_calls.jsonl").read_text() == calls and not (d / "round_000").exists()  # no fit, no call

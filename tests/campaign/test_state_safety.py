@@ -178,7 +178,7 @@ def test_pool_rewritten_in_place_is_refused(tmp_path, monkeypatch, capsys, tiny_
     killed = subprocess.run(cmd, cwd=tmp_path, env=_subprocess_env(fault="label:2"), capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    stored = sorted(int(p.name.split(".")[0]) for p in (out / "labels" / "round_000").glob("*.extxyz"))
+    stored = sorted(LabelStore(out).stored(0)[0])
     assert len(stored) == 2
     _rewrite_frame_in_place(pool, stored[0])
     monkeypatch.chdir(tmp_path)
@@ -188,8 +188,8 @@ def test_pool_rewritten_in_place_is_refused(tmp_path, monkeypatch, capsys, tiny_
         assert err.startswith(f"al-lightning: error: {out / 'fingerprint.json'}: the stored campaign has a different "
                               "content of data file 'pool' (sha256 ") and err.endswith("--campaign.force true")
     assert main(_fit(out, *files, "--campaign.force=true")) == 2
-    label = out / "labels" / "round_000" / f"{stored[0]}.extxyz"
-    assert _last_error(capsys).startswith(f"al-lightning: error: {label}: stored for another structure than pool id "
+    row = LabelStore(out).outcomes(0)[stored[0]].where  # "<campaign_dir>/labels.db: row N"
+    assert _last_error(capsys).startswith(f"al-lightning: error: {row}: stored for another structure than pool id "
                                           f"{stored[0]}")
     calls = [json.loads(x)["id"] for x in (out / "oracle_calls.jsonl").read_text().splitlines()]
     assert sorted(calls) == stored and not (out / "campaign.json").exists()  # refused before any oracle call or fit
@@ -259,7 +259,8 @@ def test_label_file_carries_pool_id_and_structure_hash(tmp_path):
     moved.positions[0, 0] += 1e-3
     with pytest.raises(StoredLabelMismatch) as info:
         label_round(store, 0, [4, 7], [structures[0], moved], oracle, "copy", lambda i, a: None)
-    assert str(info.value).startswith(f"{tmp_path / 'labels' / 'round_000' / '7.extxyz'}: stored for another")
+    assert str(info.value).startswith(f"{tmp_path / 'labels.db'}: row 2: stored for another")
+    assert f"delete the row (ase db {tmp_path / 'labels.db'} id=2 --delete --yes)" in str(info.value)
     assert oracle.calls == [4, 7]
 
 

@@ -29,7 +29,7 @@ def test_calculator_stuck_in_c_code_is_recorded_as_failed(tmp_path):
         oracle.close()
     assert done == [9] and labels[0].info["REF_energy"] == pytest.approx(-0.00600819, abs=1e-6)
     assert list(failed) == [5] and "TimeoutError: no label within 2 s (worker process killed)" in failed[5]
-    assert (tmp_path / "labels" / "round_000" / "5.failed.json").exists()
+    assert store.stored(0)[1] == failed  # stored: a row of labels.db
     assert time.perf_counter() - t0 < 5.0
     assert oracle.worker.proc is None  # closed: no process left behind
 

@@ -1,0 +1,143 @@
+"""The label store is an ASE database (issue 14 item 0): ``ase db`` lists every outcome, a kill -9
+inside a row's transaction leaves it consistent, and per-file campaigns are imported on resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk, fcc111
+from ase.constraints import FixAtoms
+
+from al_lightning.campaign import labeldb
+from al_lightning.campaign.labeling import LabelStore, label_round
+from al_lightning.cli import main
+from al_lightning.data.io import write_extxyz
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+FAST = ["--trainer.max_epochs=1", "--campaign.rounds=1", "--campaign.export_models=false",
+        "--campaign.strategy=pv_topb", "--campaign.strategy_kwargs={batch_size: 16, calibration: false}"]
+
+
+def _args(d: Path):
+    return ["fit", "-c", SMOKE, *FAST, f"--campaign.campaign_dir={d}"]
+
+
+def _ase_db(path: Path, *query: str) -> str:
+    cmd = [sys.executable, "-m", "ase", "db", str(path), *query, "-c", "id,pool_id,round,status,oracle", "--limit=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _listed_ids(out: str):
+    rows = [line.split("|") for line in out.splitlines()[1:] if line.count("|") == 4]
+    return sorted(int(r[1]) for r in rows)
+
+
+def _result(d: Path):
+    state = json.loads((d / "campaign.json").read_text())
+    calls = [json.loads(x)["id"] for x in (d / "oracle_calls.jsonl").read_text().splitlines()]
+    return [r["selected_ids"] for r in state["rounds"]], calls
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("labeldb") / "ref"
+    cwd = os.getcwd()
+    os.chdir(d.parent)
+    try:
+        os.environ.pop("AL_FAULT", None)
+        assert main(_args(d)) == 0
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+class _Oracle:
+    """Labels with zero energy and given forces; fails on pool id 3."""
+
+    def label(self, ids, structures):
+        if 3 in ids:
+            from al_lightning.oracle import OracleError
+
+            raise OracleError("no SCF convergence")
+        out = [a.copy() for a in structures]
+        for a in out:
+            a.info["REF_energy"] = -1.0
+            a.arrays["REF_forces"] = np.arange(3 * len(a), dtype=float).reshape(-1, 3)
+        return out
+
+
+def test_ase_db_lists_every_outcome_with_raw_forces(tmp_path, reference):
+    """Labels, oracle failures and sanity-filter failures are rows; FixAtoms leaves the forces raw."""
+    slab = fcc111("Cu", (2, 2, 2), vacuum=4.0)
+    slab.set_constraint(FixAtoms(indices=[0, 1, 2, 3]))
+    store = LabelStore(tmp_path)
+    sanity = lambda i, a: "sanity filter: too close" if i == 5 else None  # noqa: E731
+    done, _, failed = label_round(store, 0, [1, 3, 5, 8], [slab, bulk("Cu"), bulk("Al"), slab.copy()], _Oracle(),
+                                  "zero", sanity)
+    assert done == [1, 8] and sorted(failed) == [3, 5]
+    assert _listed_ids(_ase_db(store.path)) == [1, 3, 5, 8]
+    assert _listed_ids(_ase_db(store.path, "status=failed")) == [3, 5]
+    assert _listed_ids(_ase_db(store.path, "oracle=zero")) == [1, 3, 8]  # the sanity failure reached no oracle
+    label = store.stored(0)[0][1]
+    assert np.array_equal(label.arrays["REF_forces"], np.arange(24.0).reshape(8, 3))  # fixed atoms keep forces
+    assert label.constraints and label.info["pool_id"] == 1 and label.info["structure_hash"].startswith("sha256:")
+    row = labeldb.connect(store.path).get(pool_id=3)
+    assert row.error == "no SCF convergence" and row.seconds >= 0 and row.structure_hash.startswith("sha256:")
+    ref_ids = json.loads((reference / "labels" / "round_000" / "selected.json").read_text())
+    assert _listed_ids(_ase_db(reference / "labels.db", "status=labeled")) == sorted(ref_ids)
+
+
+def test_kill_inside_a_row_transaction_leaves_the_db_consistent(tmp_path, reference, monkeypatch):
+    d = tmp_path / "c"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "AL_FAULT": "db:3"}
+    killed = subprocess.run([sys.executable, "-m", "al_lightning.cli", *_args(d)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    logged = [json.loads(x)["id"] for x in (d / "oracle_calls.jsonl").read_text().splitlines()]
+    assert len(logged) == 2 and labeldb.problems(d) == []  # opens; SQLite rolled the third row back
+    rows = labeldb.read_db(d / "labels.db")
+    assert sorted(o.pool_id for o in rows) == sorted(logged) and labeldb.connect(d / "labels.db").count() == 2
+    assert all(o.atoms is not None and o.atoms.arrays["REF_forces"].shape == (len(o.atoms), 3) for o in rows)
+    monkeypatch.chdir(tmp_path)
+    assert main(_args(d)) == 0
+    selections, calls = _result(d)
+    assert selections == _result(reference)[0] and sorted(calls) == sorted(i for s in selections for i in s)
+    assert labeldb.connect(d / "labels.db").count() == len(calls)
+
+
+def _to_files(d: Path) -> None:
+    """Rewrite labels.db as the per-file store of campaigns written before it, then remove it."""
+    for o in labeldb.read_db(d / "labels.db"):
+        rdir = d / "labels" / f"round_{o.round:03d}"
+        if o.atoms is not None:
+            write_extxyz(rdir / f"{o.pool_id}.extxyz", [o.atoms])
+        else:
+            (rdir / f"{o.pool_id}.failed.json").write_text(json.dumps({"id": o.pool_id, "round": o.round,
+                                                                        "error": o.error}))
+    (d / "labels.db").unlink()
+
+
+def test_per_file_campaign_is_imported_on_its_first_new_label(tmp_path, reference, monkeypatch, capsys):
+    """Stored files are reused (no oracle call), imported into labels.db with the first new label and
+    kept; labels.db then holds every outcome."""
+    d = tmp_path / "c"
+    shutil.copytree(reference, d)
+    _to_files(d)
+    (d / "campaign.json").unlink()  # round 0 resumes from its stored labels
+    files = sorted((d / "labels" / "round_000").glob("*.extxyz"))
+    files[-1].unlink()  # one label to buy again
+    before = (d / "oracle_calls.jsonl").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main(_args(d)) == 0
+    assert "imported 7 label and failure files of labels/round_NNN/ into" in capsys.readouterr().err
+    selections, calls = _result(d)
+    assert selections == _result(reference)[0] and calls[len(before.splitlines()):] == [int(files[-1].name[:-7])]
+    assert _listed_ids(_ase_db(d / "labels.db")) == sorted(selections[0]) and all(p.exists() for p in files[:-1])
