@@ -140,6 +140,7 @@ class PretrainCLI(LightningCLI):
 def run_pretrain(cli: PretrainCLI, command: str) -> Dict[str, Any]:
     """Fit (or resume) with early stopping, export the best weights and write the card."""
     cfg: PretrainConfig = cli.config_init["pretrain"]
+    commit = _git_commit()  # the code that trains, not the checkout at export time (hours later)
     work = Path(cfg.work_dir).expanduser().resolve()
     history, best = History(), ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val/loss",
                                                mode="min", save_top_k=1, save_last=True)
@@ -159,20 +160,20 @@ def run_pretrain(cli: PretrainCLI, command: str) -> Dict[str, Any]:
     module.load_state_dict(state["state_dict"])
     out = Path(cfg.output).expanduser()
     export_model(module.net, out)
-    card = make_card(cli, command, out, history, best, trainer)
+    card = make_card(cli, command, out, history, best, trainer, commit)
     write_json(out.with_suffix(".json"), card)
     return card
 
 
 def make_card(cli: PretrainCLI, command: str, out: Path, history: History, best: ModelCheckpoint,
-              trainer: pl.Trainer) -> Dict[str, Any]:
+              trainer: pl.Trainer, commit: Optional[str]) -> Dict[str, Any]:
     """The JSON card written beside the model file."""
     dm: FoundationDataModule = cli.datamodule
     best_row = min(history.epochs, key=lambda r: r.get("val/loss", float("inf")))
     module: MACEModule = cli.model
     return {
         "model_file": out.name, "sha256": sha256(out), "bytes": out.stat().st_size,
-        "command": command, "commit": _git_commit(),
+        "command": command, "commit": commit,
         "data": {"kind": "emt_foundation", "spec_hash": dm.foundation.key(), "spec": asdict(dm.foundation),
                  "frames": {s: int(dm.foundation.sizes.get(s, 0)) for s in FOUNDATION_SPLITS}},
         "seed": int(cli.config_init.get("seed_everything") or 0),
