@@ -242,5 +242,5 @@ def import_legacy(path: Path, outcomes: List[Outcome], log: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    console.say(f"al-lightning: imported {len(outcomes)} label and failure files of labels/round_NNN/ into "
+    console.say(f"imported {len(outcomes)} label and failure files of labels/round_NNN/ into "
                 f"{path} (the files are kept, no longer read)")

@@ -78,7 +78,7 @@ def load_rounds(directory: Path, n_rounds: int, say: bool = True) -> Tuple[List[
         rounds = rounds[:-1]
     kept = next((k for k in range(len(rounds)) if not (Path(directory) / f"round_{k:03d}").is_dir()), len(rounds))
     if kept < len(rounds) and say:
-        console.say(f"al-lightning: round_{kept:03d}/ is missing: redoing the campaign from round {kept}")
+        console.say(f"round_{kept:03d}/ is missing: redoing the campaign from round {kept}")
     return rounds[:kept], data.get("failed", [])
 
 
