@@ -7,7 +7,8 @@
 
 Every option of the model (``model.*``), data (``data.*``), trainer (``trainer.*``) and
 campaign (``campaign.*``) can be set in YAML or overridden on the command line. Bad input
-ends with one line ``al-lightning: error: …`` and exit status 2.
+ends with one line ``al-lightning: error: …`` and exit status 2. This module dispatches the
+subcommands; ``fit`` itself lives in fitcli.py.
 """
 
 from __future__ import annotations
@@ -16,131 +17,7 @@ import sys
 from typing import List, Optional
 
 import al_lightning  # noqa: F401  (import order: mace before e3nn)
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import LightningCLI
-
-from al_lightning.campaign.interrupts import Stopped
-from al_lightning.campaign.labeling import HandoffPending
-from al_lightning.campaign.state import os_error_line
-from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory, resolve_seeds
-from al_lightning.data.datamodule import ActiveDataModule
-from al_lightning.data.io import DataError
-from al_lightning.model.module import MACEModule
-from al_lightning.oracle import OracleError
-
-TRAINER_DEFAULTS = {
-    "max_epochs": 30,
-    "accelerator": "cpu",
-    "devices": 1,
-    "logger": False,
-    "inference_mode": False,
-    "use_distributed_sampler": False,
-    "enable_checkpointing": False,
-    "num_sanity_val_steps": 0,
-    "log_every_n_steps": 5,
-}
-
-
-class UsageError(ValueError):
-    """Bad command-line / config input (exit status 2)."""
-
-
-class ALLightningCLI(LightningCLI):
-    """LightningCLI with a ``campaign`` group, ``--dry_run`` and a campaign-running ``fit``."""
-
-    def __init__(self, args: Optional[List[str]] = None, run: bool = True) -> None:
-        super().__init__(MACEModule, ActiveDataModule, seed_everything_default=0, save_config_callback=None,
-                         trainer_defaults=TRAINER_DEFAULTS, args=args, run=run,
-                         auto_configure_optimizers=False, subclass_mode_model=False, subclass_mode_data=False)
-
-    def init_parser(self, **kwargs):
-        parser = super().init_parser(**kwargs)
-        parser.description = ("Active learning for MACE potentials. 'fit' runs (or resumes) a whole campaign: "
-                              "R acquisitions and R + 1 fits, outputs in campaign.campaign_dir. Each round gets "
-                              "its own Trainer from the trainer.* options; the campaign sets trainer.logger "
-                              "(TensorBoard in campaign_dir/tb), inference_mode and use_distributed_sampler "
-                              "itself, so values given for those are ignored.")
-        parser.epilog = ("other subcommands: 'al-lightning study -c CONFIG' runs a strategies x seeds benchmark "
-                         "study (configs/study_emt.yaml); 'al-lightning pretrain -c CONFIG' trains a backbone on "
-                         "the embedded foundation data (configs/pretrain_emt.yaml). Add --help to either. "
-                         "Seeds: seed_everything (default 0) seeds Lightning and, unless set, campaign.seed "
-                         "(acquisition draws and sketches, each round's training seed), which seeds data.seed "
-                         "(training-batch shuffling); data.emt.seed chooses the embedded dataset itself "
-                         "and never follows the others.")
-        return parser
-
-    def _add_subcommands(self, parser, **kwargs) -> None:
-        super()._add_subcommands(parser, **kwargs)
-        parser.usage = "al-lightning [-h] [-c CONFIG] {fit,study,pretrain} ..."
-        for action in parser._subcommands_action._choices_actions:  # Trainer.fit's own line means nothing here
-            if action.dest == "fit":
-                action.help = ("run or resume a campaign: R acquisitions and R + 1 fits "
-                               "(al-lightning fit --help lists every option)")
-
-    @staticmethod
-    def subcommands():
-        # ckpt_path / weights_only mean nothing for a campaign (it resumes from its own directory)
-        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule", "ckpt_path", "weights_only"}}
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_class_arguments(CampaignConfig, "campaign")
-        from jsonargparse import ActionYesNo
-
-        parser.add_argument("--dry_run", action=ActionYesNo, default=False,
-                            help="validate the config and the presence of data files, then exit")
-        parser.add_argument("--verbose", action=ActionYesNo, default=False,
-                            help="show Lightning's own info lines (devices, tips, model summary)")
-
-    def before_instantiate_classes(self) -> None:
-        from al_lightning.console import quiet_lightning
-
-        quiet_lightning(bool(self.config[self.subcommand].get("verbose")))
-
-    def fit(self, model: MACEModule, datamodule: ActiveDataModule = None, **_) -> None:
-        cfg = self.config_init[self.subcommand]
-        campaign_cfg = resolve_seeds(cfg["campaign"], datamodule, self.config[self.subcommand].get("seed_everything"))
-        if cfg["dry_run"]:
-            dry_run(model, datamodule, campaign_cfg)
-            return
-        trainer_kwargs = {k: v for k, v in self.config_init[self.subcommand]["trainer"].items()}
-        trainer_kwargs.pop("logger", None)
-        dump = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False, skip_validation=True)
-        campaign = Campaign(campaign_cfg, model, datamodule, default_trainer_factory(**trainer_kwargs), dump)
-        state = campaign.run()
-        if campaign.is_zero:
-            last = state["rounds"][-1]
-            summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(last["metrics"].items()) if k.endswith("forces_mae"))
-            print(f"al-lightning: campaign {campaign_cfg.name!r} complete in {campaign.dir}: {summary}")
-
-
-def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignConfig) -> None:
-    """The checks a run makes before its first write (campaign/preflight.py, the same function),
-    plus every record of user files read once and whether another process holds the campaign
-    directory (the lock is not taken); raises naming all problems, else prints OK."""
-    from al_lightning.campaign import preflight
-
-    found = preflight.problems(campaign, model, datamodule, probe_lock=True)
-    if not found and datamodule.files is not None:
-        found += preflight.problem_of(datamodule.validate)
-    preflight.raise_problems(found)
-    if datamodule.files is not None:
-        sizes = {s: len(datamodule.structure_file(s)) for s in datamodule.split_paths()}
-        where = "files"
-    else:
-        sizes = {s: n for s, n in datamodule.emt.sizes.items() if n}
-        where = f"embedded EMT catalysis (cache key {datamodule.emt.key()})"
-    print(f"al-lightning: dry run OK: data from {where}: {sizes}; campaign_dir {campaign.directory}")
-
-
-def one_line(exc: BaseException) -> str:
-    """The most specific line of an error (jsonargparse nests ours under Union wrappers)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    nested = [ln[2:] for ln in lines if ln.startswith("- ") and "NoneType" not in ln]
-    if lines[0].startswith("Does not validate") and nested:
-        return nested[0]
-    return lines[0]
+from al_lightning.fitcli import guarded, run_fit
 
 
 def study(args: List[str]) -> int:
@@ -158,9 +35,7 @@ def study(args: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point (``al-lightning``); returns the exit status: 0 done (or a file hand-off waiting for
-    labels), 2 bad input or unusable state, 128 + N stopped by signal N (SIGTERM 143, SIGINT 130,
-    SIGUSR1 138), 2 for a SystemExit(0) raised inside the campaign."""
+    """Entry point (``al-lightning``); returns the exit status (see :func:`fitcli.guarded`)."""
     import warnings
 
     from al_lightning.console import quiet_lightning
@@ -168,31 +43,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     quiet_lightning(verbose="--verbose" in (sys.argv if argv is None else argv))  # before the CLI seeds
     args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        if args[:1] == ["study"]:
-            return study(args[1:])
-        if args[:1] == ["pretrain"]:
-            from al_lightning.pretrain import main as pretrain
+    if args[:1] == ["study"]:
+        return guarded(lambda: study(args[1:]))
+    if args[:1] == ["pretrain"]:
+        from al_lightning.pretrain import main as pretrain
 
-            return pretrain(args[1:])
-        ALLightningCLI(args=None if argv is None else list(argv))
-    except HandoffPending as exc:  # a clean stop on purpose: the labels are to be computed elsewhere
-        print(f"al-lightning: {exc}", file=sys.stderr)
-        return 0
-    except Stopped as exc:  # a signal (128 + its number) or a SystemExit inside the campaign (2)
-        print(f"al-lightning: {exc}", file=sys.stderr)
-        return exc.status
-    except SystemExit as exc:  # jsonargparse reports bad options itself (status 2)
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-        return code
-    except (DataError, OracleError, UsageError, ValueError, FileNotFoundError, KeyError,
-            MisconfigurationException) as exc:
-        print(f"al-lightning: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a read-only or full disk, mostly
-        print(f"al-lightning: error: {os_error_line(exc)}", file=sys.stderr)
-        return 2
-    return 0
+        return guarded(lambda: pretrain(args[1:]))
+    return run_fit(argv)
 
 
 if __name__ == "__main__":

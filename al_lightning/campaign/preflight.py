@@ -109,7 +109,7 @@ def write_fingerprint(directory: Path, current: Dict[str, Any]) -> Path:
 def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     """Every problem a run would stop on before its first write (no data or model is loaded);
     ``probe_lock`` (a dry run's): also whether another process holds the campaign directory."""
-    from al_lightning.acquisition.strategies import make_strategy
+    from al_lightning.acquisition.registry import make_strategy
 
     out = problem_of(lambda: make_strategy(cfg.strategy, **cfg.strategy_kwargs))
     paths = datamodule.split_paths()

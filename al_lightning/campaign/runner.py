@@ -24,7 +24,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.callback import AcquisitionCallback
 from al_lightning.atomic import atomic_write
-from al_lightning.acquisition.strategies import STRATEGY_NAMES, AcquisitionContext, make_strategy
+from al_lightning.acquisition.registry import STRATEGY_NAMES, make_strategy
+from al_lightning.acquisition.strategies import AcquisitionContext
 from al_lightning import console
 from al_lightning.campaign import faults, interrupts, outputs, preflight, state
 from al_lightning.campaign.checkpoint import load_checkpoint, save_checkpoint

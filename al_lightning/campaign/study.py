@@ -67,7 +67,7 @@ def campaign_runs(cfg: StudyConfig):
 
 def run_study(path: Path) -> Path:
     """Run (or resume) every campaign, then write the tables and plots; returns the output dir."""
-    from al_lightning.cli import main
+    from al_lightning.fitcli import run_fit
 
     path = Path(path).resolve()
     cfg = StudyConfig.load(path)
@@ -83,7 +83,7 @@ def run_study(path: Path) -> Path:
         args = ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
                 f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
                 f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
-        code = main(args)
+        code = run_fit(args)
         if code != 0:
             raise RuntimeError(f"study {cfg.name}: campaign {scen}/{label}/seed{seed} failed (exit {code})")
         print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 
 from al_lightning.acquisition.distributed import Comm
 from al_lightning.acquisition.pool_pass import PassSetup, training_side
-from al_lightning.acquisition.strategies import AcquisitionContext, make_strategy
+from al_lightning.acquisition.registry import make_strategy
+from al_lightning.acquisition.strategies import AcquisitionContext
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import read_structures
 from al_lightning.model.mace import MACEConfig

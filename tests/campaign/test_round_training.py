@@ -83,7 +83,8 @@ def test_early_stopping_keeps_the_best_validated_ema_weights(reference, campaign
 @pytest.mark.slow
 def test_acquisition_used_the_exported_ema_weights(reference, campaign_datamodule):
     """Round 0's pv_lcmd selection, recomputed from round_000/model.model, is the recorded one."""
-    from al_lightning.acquisition.strategies import AcquisitionContext, make_strategy
+    from al_lightning.acquisition.registry import make_strategy
+    from al_lightning.acquisition.strategies import AcquisitionContext
     from al_lightning.model.module import MACEModule
 
     state = _state(reference)

@@ -26,12 +26,17 @@ def test_sizes_kinds_and_no_adsorbate_on_slab(frames):
     assert {s: len(f) for s, f in splits.items()} == {"train": 60, "val": 20}
     assert {a.info["kind"] for a in splits["train"]} == set(KINDS)
     for a in splits["train"] + splits["val"]:
-        symbols = set(a.get_chemical_symbols())
-        # a frame is either all metal or all gas-phase elements: never an adsorbate on a slab
-        assert symbols <= set(METALS) or symbols <= GAS, (a.info["kind"], symbols)
-        assert (symbols <= GAS) == (a.info["kind"] == "molecule")
-        assert a.pbc.all() == (a.info["kind"] in ("bulk", "alloy", "surface"))
+        symbols, kind = set(a.get_chemical_symbols()), a.info["kind"]
+        # all metal, all gas-phase elements, or a bulk metal-nonmetal crystal (periodic in 3D, no
+        # vacuum): never an adsorbate on a slab
+        assert symbols <= set(METALS) or symbols <= GAS or kind == "compound", (kind, symbols)
+        assert (symbols <= GAS) == (kind == "molecule")
+        if kind == "compound":
+            assert symbols <= set(METALS) | GAS and symbols & set(METALS) and len(symbols & GAS) <= 1, symbols
+        assert a.pbc.all() == (kind in ("bulk", "alloy", "surface", "compound"))
         assert np.linalg.norm(a.arrays[K.REF_FORCES], axis=1).max() <= SPEC.max_force
+    compounds = [a for a in splits["train"] if a.info["kind"] == "compound"]
+    assert any(set(a.get_chemical_symbols()) & GAS for a in compounds)  # metal-nonmetal bonds are there
 
 
 def test_labels_are_raw_emt(frames):

@@ -29,9 +29,14 @@ def _test_forces_mae(module, dm):
 
 @pytest.mark.slow
 def test_demo_model_fit_reduces_force_error(tiny_spec, tiny_paths):
+    """The demo's model settings (the shipped backbone, fine-tuned) learn on tiny data."""
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["model"]
     pl.seed_everything(0)
-    module = MACEModule(model=MACEConfig(**demo.pop("model")), **demo)
+    if "model" in demo:
+        demo["model"] = MACEConfig(**demo["model"])
+    if demo.get("foundation"):
+        demo["foundation"] = str(ROOT / demo["foundation"])
+    module = MACEModule(**demo)
     dm = ActiveDataModule(emt=tiny_spec, batch_size=4, eval_batch_size=16)
     dm.prepare_data()
     dm.setup()
