@@ -48,13 +48,16 @@ def round_summary(record: dict) -> str:
     return " | ".join(parts)
 
 
-def campaign_start(name: str, directory, start: int, rounds: int, done: list) -> str:
-    """The line a campaign opens with: a fresh start, "resuming at round k" or "nothing to do"."""
+def campaign_start(name: str, directory, start: int, rounds: int, done: list, selection_stored: bool = False) -> str:
+    """The line a campaign opens with: a fresh start, "resuming at round k" or "nothing to do".
+    ``selection_stored``: round ``start`` already chose its structures (a crash or a file hand-off
+    stopped it while labeling)."""
     if start > rounds:
         return (f"campaign {name!r} in {directory}: nothing to do, all {rounds} acquisitions are done "
                 f"(results in campaign.json and report.md; more rounds: --campaign.rounds {rounds + 1})")
-    if done:
-        return (f"campaign {name!r} in {directory}: resuming at round {start} of {rounds} "
+    if done or selection_stored:
+        stored = " with its selection stored (labels not yet bought are asked for)" if selection_stored else ""
+        return (f"campaign {name!r} in {directory}: resuming at round {start} of {rounds}{stored} "
                 f"({len(done)} round(s) stored, {sum(len(r['selected_ids']) for r in done)} labels bought)")
     return f"campaign {name!r} in {directory}: {rounds} acquisitions, {rounds + 1} fits"
 

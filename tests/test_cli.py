@@ -177,3 +177,16 @@ def test_smoke_console_one_line_per_round_no_boilerplate(tmp_path):
         assert not any(noise in ln for ln in lines), noise
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_campaign_start_lines():
+    """Fresh start, resume after stored rounds, resume of a round whose selection is stored (a
+    crash while labeling, or a file hand-off waiting for labels), and nothing to do."""
+    from al_lightning.console import campaign_start
+
+    done = [{"round": 0, "selected_ids": [3, 5]}]
+    assert campaign_start("c", "d", 0, 2, []) == "campaign 'c' in d: 2 acquisitions, 3 fits"
+    assert "resuming at round 1 of 2 (1 round(s) stored, 2 labels bought)" in campaign_start("c", "d", 1, 2, done)
+    line = campaign_start("c", "d", 0, 2, [], selection_stored=True)
+    assert "resuming at round 0 of 2 with its selection stored" in line
+    assert "nothing to do, all 2 acquisitions are done" in campaign_start("c", "d", 3, 2, done)

@@ -254,7 +254,8 @@ class Campaign:
             if any((self.dir / n).exists() for n in (preflight.FINGERPRINT_FILE, "campaign.json")):
                 raise CampaignLocked(f"{self.dir} was started by another process while this one was checking it; "
                                      "rerun the same command to resume it")
-        console.say(console.campaign_start(self.cfg.name, self.dir, start, self.cfg.rounds, self.state["rounds"]))
+        stored = (self.store.round_dir(start) / "selected.json").exists()
+        console.say(console.campaign_start(self.cfg.name, self.dir, start, self.cfg.rounds, self.state["rounds"], stored))
         preflight.write_fingerprint(self.dir, self.state["fingerprint"])
         if self.config_dump:
             atomic_write(self.dir / "config.yaml", lambda fh: fh.write(self.config_dump))
