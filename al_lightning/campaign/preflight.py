@@ -111,14 +111,7 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     ``probe_lock`` (a dry run's): also whether another process holds the campaign directory."""
     from al_lightning.acquisition.registry import make_strategy
 
-    out = problem_of(lambda: make_strategy(cfg.strategy, **cfg.strategy_kwargs))
-    paths = datamodule.split_paths()
-    out += [f"data file for split '{s}' not found: {p}" for s, p in paths.items() if p in datamodule.missing_files()]
-    foundation = module.hparams.foundation
-    if foundation and not Path(foundation).expanduser().is_file():
-        out.append(f"foundation model file not found: {foundation} (model.foundation)")
-    if cfg.rounds > 0 and "pool" not in paths:
-        out.append("campaign.rounds > 0 needs a 'pool' split in data.files")
+    out = problem_of(lambda: make_strategy(cfg.strategy, **cfg.strategy_kwargs)) + load_problems(cfg, module, datamodule)
     if cfg.rounds > 0 and cfg.oracle not in ("stored", "file"):
         from al_lightning.oracle.oracles import import_object
 
@@ -134,11 +127,22 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     return out + ([refusal] if refusal else [])
 
 
+def load_problems(cfg, module, datamodule) -> List[str]:
+    """Why the data or the model cannot be loaded at all: missing data files, a missing
+    foundation file, no pool for rounds > 0 (part of :func:`problems`)."""
+    paths, missing = datamodule.split_paths(), set(datamodule.missing_files())
+    out = [f"data file for split '{s}' not found: {p}" for s, p in paths.items() if p in missing]
+    foundation = module.hparams.foundation
+    if foundation and not Path(foundation).expanduser().is_file():
+        out.append(f"foundation model file not found: {foundation} (model.foundation)")
+    if cfg.rounds > 0 and "pool" not in paths:
+        out.append("campaign.rounds > 0 needs a 'pool' split in data.files")
+    return out
+
+
 def cannot_load(cfg, module, datamodule) -> bool:
     """True when the data or the model cannot be loaded at all (so later checks cannot run)."""
-    foundation = module.hparams.foundation
-    return bool(datamodule.missing_files() or (foundation and not Path(foundation).expanduser().is_file())
-                or (cfg.rounds > 0 and "pool" not in datamodule.split_paths()))
+    return bool(load_problems(cfg, module, datamodule))
 
 
 def pool_problems(strategy, budget: int, rounds_left: int, n_left: int) -> List[str]:

@@ -1,6 +1,7 @@
 """Corrupt or unusable campaign state (issue 14 item 6): one line naming the file, what is wrong and
 how to recover; exit status 2, before any fitting, with the directory's files unchanged."""
 
+import contextlib
 import errno
 import json
 import os
@@ -31,12 +32,8 @@ def _snapshot(d: Path):
 def finished(tmp_path_factory):
     """A finished 1-round smoke campaign (round 0 bought 8 labels), made once for every case."""
     d = tmp_path_factory.mktemp("corrupt") / "c"
-    cwd = os.getcwd()
-    os.chdir(d.parent)
-    try:
+    with contextlib.chdir(d.parent):
         assert main(_args(d)) == 0
-    finally:
-        os.chdir(cwd)
     return d
 
 

@@ -1,6 +1,7 @@
 """The label store is an ASE database (issue 14 item 0): ``ase db`` lists every outcome, a kill -9
 inside a row's transaction leaves it consistent, and per-file campaigns are imported on resume."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,13 +50,9 @@ def _result(d: Path):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("labeldb") / "ref"
-    cwd = os.getcwd()
-    os.chdir(d.parent)
-    try:
-        os.environ.pop("AL_FAULT", None)
+    os.environ.pop("AL_FAULT", None)
+    with contextlib.chdir(d.parent):
         assert main(_args(d)) == 0
-    finally:
-        os.chdir(cwd)
     return d
 
 
