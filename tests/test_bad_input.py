@@ -112,7 +112,7 @@ def _cases(d: Path, base, files):
          ["shortlist K=2 is smaller than the budget B=4"]),
         ("strategy", with_files() + ["--campaign.strategy=best"], ["campaign strategy 'best' unknown"]),
         ("strategy option", with_files() + ["--campaign.strategy=pv_lcmd", "--campaign.strategy_kwargs={k: 3}"],
-         ["['k'] not options of 'pv_lcmd'"]),
+         ["['k'] are not options of 'pv_lcmd'"]),
         ("feature kind", with_files() + ["--campaign.strategy=pv_topb", "--campaign.strategy_kwargs={feature_kind: ntk}"],
          ["feature_kind must be one of"]),
         ("oracle import", with_files() + ["--campaign.oracle=ase.calculators.nothing.Calc"], ["cannot import"]),

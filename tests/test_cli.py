@@ -190,3 +190,40 @@ def test_campaign_start_lines():
     line = campaign_start("c", "d", 0, 2, [], selection_stored=True)
     assert "resuming at round 0 of 2 with its selection stored" in line
     assert "nothing to do, all 2 acquisitions are done" in campaign_start("c", "d", 3, 2, done)
+
+
+@pytest.mark.slow
+def test_class_path_config_runs_the_same_campaign_as_short_names(tmp_path, monkeypatch):
+    """campaign.strategy / campaign.oracle as class_path + init_args (YAML) ≡ the short-name form."""
+    monkeypatch.chdir(tmp_path)
+    fast = ["--campaign.rounds=1", "--trainer.max_epochs=1"]
+    kw = "{shortlist: 20, batch_size: 16, calibration: false, rel_lambda: 0.01}"
+    assert main(["fit", "-c", SMOKE, *fast, "--campaign.name=short", "--campaign.strategy=pv_lcmd",
+                 f"--campaign.strategy_kwargs={kw}"]) == 0
+    cfg = tmp_path / "class_path.yaml"
+    cfg.write_text(yaml.safe_dump({"campaign": {
+        "name": "long",
+        "strategy": {"class_path": "al_lightning.acquisition.PVStrategy",
+                     "init_args": {"mode": "pv_lcmd", "shortlist": 20, "batch_size": 16, "calibration": False,
+                                   "rel_lambda": 0.01}},
+        "oracle": {"class_path": "ase.calculators.emt.EMT", "init_args": {}}}}))
+    assert main(["fit", "-c", SMOKE, "-c", str(cfg), *fast]) == 0
+    import json
+
+    short, long_ = (json.loads((tmp_path / "logs" / n / "campaign.json").read_text()) for n in ("short", "long"))
+    assert short["rounds"][0]["selected_ids"] == long_["rounds"][0]["selected_ids"]
+    assert len(long_["rounds"][0]["selected_ids"]) == 8
+    report = (tmp_path / "logs" / "long" / "report.md").read_text()
+    assert "strategy `PVStrategy:pv_lcmd`" in report and "oracle `ase.calculators.emt.EMT`" in report
+
+
+@pytest.mark.parametrize("strategy, message", [
+    ("{class_path: al_lightning.acquisition.NoSuchStrategy}", "class_path 'al_lightning.acquisition.NoSuchStrategy' "
+                                                             "cannot be imported"),
+    ("{class_path: al_lightning.acquisition.PVStrategy, init_args: {lamda: 1}}", "['lamda'] are not options"),
+])
+def test_bad_class_path_is_one_line(tmp_path, monkeypatch, capsys, strategy, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "-c", SMOKE, f"--campaign.strategy={strategy}", "--dry_run"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert code == 2 and message in err[-1] and err[-1].startswith("al-lightning: error: "), err[-3:]

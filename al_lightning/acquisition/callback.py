@@ -1,15 +1,144 @@
-"""AcquisitionCallback: when a fit ends, the campaign acquires the next batch."""
+"""AcquisitionCallback: when a round's fit ends, acquire and label the next batch (docs/design.md §2).
+
+The whole acquisition reads top to bottom here:
+
+1. ``strategy.plan(ctx)`` — the training side (Λ of the labeled set, committee members);
+2. :func:`pool_predict` — this rank's pool shard through the module's ``predict_step``
+   (:mod:`~al_lightning.acquisition.predict`), each batch scored once into a running top-K,
+   everything on the acquisition device (the trainer's root device: a GPU when there is one);
+3. the per-rank shortlists merged on every rank (the same path for 1 and N processes);
+4. ``scorer.choose`` — LCMD (or top-B) on rank 0, broadcast;
+5. the labeler (the campaign's oracle and label store) labels rank 0's picks; the labels are
+   broadcast and added to the datamodule.
+
+The result (ids, labels, failures, seconds) is :attr:`AcquisitionCallback.result`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
 import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from al_lightning import faults
+from al_lightning.acquisition.distributed import to_cpu
+from al_lightning.acquisition.predict import ShardBatches, predict_batches
+from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Selection, Strategy
+from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk
+from al_lightning.model.mace import on_device
+
+
+def pool_predict(ctx: AcquisitionContext, scorer: PoolScorer) -> Tuple[TopK, List[int]]:
+    """This rank's running top-k of the candidates (on ``ctx.device``) and the pool ids it scored."""
+    sampler = ShardBatches(ctx.candidates, scorer.batch_size, ctx.comm.rank, ctx.comm.world)
+    top = StreamingTopK(scorer.k, vector_dtype=torch.float32)
+    for batch, out in predict_batches(ctx, ctx.datamodule.pool_dataset(), sampler, scorer.spec, progress="pool pass"):
+        top.update(*scorer.score(batch, out))
+        faults.hit("pool")
+    return top.result(), sampler.ids
+
+
+def merged_shortlist(ctx: AcquisitionContext, top: TopK, k: int) -> TopK:
+    """Global top-k on every rank: shortlists cross ranks on the CPU and come back to the device
+    (one process takes the same path, so 1 and N processes choose from identical data)."""
+    merged = merge_topk(ctx.comm.all_gather(to_cpu(top)), k)
+    vectors = None if merged.vectors is None else merged.vectors.to(ctx.device)
+    return TopK(merged.scores.to(ctx.device), merged.ids.to(ctx.device), vectors)
+
+
+def select(strategy: Strategy, ctx: AcquisitionContext) -> Selection:
+    """Every rank: strategy → pool predict → top-K → choice (rank 0's ids; others get []).
+    The network runs on ``ctx.device`` for the call and goes back where it was."""
+    with on_device(ctx.module.net, ctx.device) if ctx.module is not None else contextlib.nullcontext():
+        return _select(strategy, ctx)
+
+
+def _select(strategy: Strategy, ctx: AcquisitionContext) -> Selection:
+    t0 = time.perf_counter()
+    scorer = strategy.plan(ctx)
+    if scorer is None:
+        return Selection(np.asarray(strategy.pick(ctx), dtype=np.int64), seconds={"select": time.perf_counter() - t0})
+    t1 = time.perf_counter()
+    top, shard = pool_predict(ctx, scorer)
+    merged = merged_shortlist(ctx, top, scorer.k)
+    t2 = time.perf_counter()
+    ids = scorer.choose(merged, ctx.budget) if ctx.comm.rank == 0 else np.empty(0, dtype=np.int64)
+    t3 = time.perf_counter()
+    diagnostics = scorer.diagnostics(ctx, merged, ids)
+    return Selection(np.asarray(ids, dtype=np.int64), diagnostics, shard,
+                     {"train": t1 - t0, "pool": t2 - t1, "select": t3 - t2})
+
+
+class Labeler(Protocol):
+    """The campaign side of an acquisition (rank 0 only): stored selections, the oracle, the store."""
+
+    def stored_selection(self, round_: int) -> Optional[List[int]]: ...
+
+    def save_selection(self, round_: int, ids: List[int], diagnostics: Dict[str, Any]) -> None: ...
+
+    def label(self, round_: int, ids: List[int]) -> Any:
+        """(ids labeled, labeled Atoms, {id: error}) — or a hand-off message (str)."""
+
+
+class HandoffPending(Exception):
+    """The file hand-off oracle wrote a request; the campaign stops cleanly until labels exist."""
+
+
+@dataclass
+class AcquisitionResult:
+    """One acquisition: what was picked, what was labeled or failed, and the seconds spent."""
+
+    round: int
+    selected: List[int]
+    labeled: List[int] = field(default_factory=list)
+    failed: Dict[int, str] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
 
 
 class AcquisitionCallback(pl.Callback):
-    """Thin hook: delegates to ``campaign.acquire(trainer, module)`` at ``on_fit_end``."""
+    """At ``on_fit_end`` (every rank): select ``budget`` pool ids with ``strategy``, label them
+    with ``labeler`` on rank 0, add the labels to the datamodule. ``labeler`` None: select only."""
 
-    def __init__(self, campaign) -> None:
-        self.campaign = campaign
+    def __init__(self, strategy: Strategy, budget: int, round_: int, seed: int,
+                 labeler: Optional[Labeler] = None) -> None:
+        self.strategy, self.budget, self.round, self.seed, self.labeler = strategy, budget, round_, seed, labeler
+        self.result: Optional[AcquisitionResult] = None
+        self.selection: Optional[Selection] = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.campaign.acquire(trainer, pl_module)
+        dm = trainer.datamodule
+        t0 = time.perf_counter()
+        stored = self.labeler.stored_selection(self.round) if self.labeler is not None else None
+        ids = stored if stored is not None else self._select(trainer, pl_module, dm)
+        t1 = time.perf_counter()
+        self.result = AcquisitionResult(self.round, ids, resumed=stored is not None)
+        self.result.seconds = {"acquire": t1 - t0, **(self.selection.seconds if self.selection else {})}
+        if self.labeler is not None:
+            self._label(trainer, dm, ids)
+            self.result.seconds["label"] = time.perf_counter() - t1
+        trainer.strategy.barrier()
+
+    def _select(self, trainer: pl.Trainer, module, dm) -> List[int]:
+        ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=dm, round=self.round,
+                                              seed=self.seed, budget=self.budget, candidates=dm.candidate_ids())
+        self.selection = select(self.strategy, ctx)  # on the root device (teardown left the net on the CPU)
+        ids = [int(i) for i in trainer.strategy.broadcast(self.selection.ids, src=0)]
+        if trainer.is_global_zero and self.labeler is not None:
+            self.labeler.save_selection(self.round, ids, self.selection.diagnostics)
+        return ids
+
+    def _label(self, trainer: pl.Trainer, dm, ids: Sequence[int]) -> None:
+        outcome = self.labeler.label(self.round, list(ids)) if trainer.is_global_zero else None
+        outcome = trainer.strategy.broadcast(outcome, src=0)
+        if isinstance(outcome, str):
+            raise HandoffPending(outcome)
+        done, labeled, failed = outcome
+        dm.add(done, labeled)
+        dm.excluded_ids.update(failed)
+        self.result.labeled, self.result.failed = [int(i) for i in done], dict(failed)

@@ -5,28 +5,30 @@ seeds and which are fine-tuned on bootstrap resamples of the labeled set (member
 fine-tuned from one model barely differ otherwise). Scores: the std over members of the
 per-atom energy, or the mean over free atoms of the per-atom force-vector std
 √(Σ_c Var_c). Every rank trains the same members (seeded, deterministic), scores its pool
-shard, and the per-rank top-B lists are merged: the same ids for any world size.
+shard in the engine's pool pass, and the per-rank top-B lists are merged: the same ids for any world size.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import List
+from typing import Any, ClassVar, Dict, List
 
 import numpy as np
 import torch
 
 from al_lightning import keys as K
-from al_lightning.campaign import faults
-from al_lightning.acquisition.distributed import fixed_batches, my_batches, to_cpu
-from al_lightning.acquisition.strategies import AcquisitionContext, Strategy
-from al_lightning.acquisition.topk import StreamingTopK, merge_topk
+from al_lightning.acquisition.distributed import fixed_batches
+from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
+from al_lightning.acquisition.topk import TopK
 from al_lightning.model.loss import energy_force_loss
 
 
 class CommitteeStrategy(Strategy):
     """Top-B committee disagreement. ``target``: "energy" or "forces"."""
+
+    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {"committee_e": {"target": "energy"},
+                                                     "committee_f": {"target": "forces"}}
 
     def __init__(self, target: str = "forces", members: int = 3, epochs: int = 10, lr: float = 5e-3,
                  batch_size: int = 8, reinit: str = "readouts.*", bootstrap: bool = True) -> None:
@@ -39,7 +41,6 @@ class CommitteeStrategy(Strategy):
         self.target, self.name = target, f"committee_{target[0]}"
         self.members, self.epochs, self.lr, self.batch_size = members, epochs, lr, batch_size
         self.reinit, self.bootstrap = reinit, bootstrap
-        self.diagnostics = {}
 
     def train_member(self, ctx: AcquisitionContext, m: int) -> torch.nn.Module:
         """Member m: readouts re-initialised with seed (seed, round, m), fine-tuned on a bootstrap."""
@@ -86,18 +87,26 @@ class CommitteeStrategy(Strategy):
         cnt = torch.zeros_like(tot).index_add_(0, batch[K.BATCH], batch[K.FREE_MASK].to(tot.dtype))
         return tot / cnt.clamp_min(1)
 
-    def select(self, ctx: AcquisitionContext) -> np.ndarray:
+    def plan(self, ctx: AcquisitionContext) -> "CommitteeScorer":
+        """Every rank trains the same M members (seeded); the pool pass scores their disagreement."""
         if ctx.budget > len(ctx.candidates):
             raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
-        nets = [self.train_member(ctx, m) for m in range(self.members)]
-        batches = fixed_batches(ctx.candidates, self.batch_size)
-        mine = [batches[b].tolist() for b in my_batches(len(batches), ctx.comm)]
-        top = StreamingTopK(ctx.budget)
-        for batch in ctx.datamodule.batch_loader(ctx.datamodule.pool_dataset(), mine):
-            batch = batch.to(ctx.device)
-            top.update(self.scores(nets, batch).double().cpu(), batch[K.STRUCTURE_ID].cpu())
-            faults.hit("pool")
-        merged = merge_topk(ctx.comm.all_gather(to_cpu(top.result())), ctx.budget)
-        self.diagnostics = {"scalars": {f"{self.name}/threshold": float(merged.scores.min())},
-                            "histograms": {f"{self.name}/selected": merged.scores.numpy()}}
-        return merged.ids.numpy().astype(np.int64)
+        return CommitteeScorer(self, [self.train_member(ctx, m) for m in range(self.members)], ctx.budget)
+
+
+class CommitteeScorer(PoolScorer):
+    """Pool side of :class:`CommitteeStrategy`: plain predictions (``spec`` None), members' spread."""
+
+    def __init__(self, strategy: CommitteeStrategy, nets: List[torch.nn.Module], k: int) -> None:
+        self.strategy, self.nets, self.k, self.batch_size = strategy, nets, k, strategy.batch_size
+
+    def score(self, batch, out):
+        return self.strategy.scores(self.nets, batch).double(), batch[K.STRUCTURE_ID], None
+
+    def choose(self, top: TopK, budget: int) -> np.ndarray:
+        return top.ids[:budget].cpu().numpy().astype(np.int64)
+
+    def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
+        name = self.strategy.name
+        return {"scalars": {f"{name}/threshold": float(top.scores.min())},
+                "histograms": {f"{name}/selected": top.scores.cpu().numpy()}}

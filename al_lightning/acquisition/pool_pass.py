@@ -1,36 +1,34 @@
-"""Distributed feature passes for acquisition (docs/design.md §2 steps 1–4, §6).
+"""The feature passes of posterior-variance acquisition besides the pool (docs/design.md §2, §6).
 
-* :func:`training_side` — rows of the labeled set in fixed batches (batch b on rank
-  b mod W), p×p float64 Gram partials folded in batch order (bitwise the same for any
-  world size) → :class:`~al_lightning.acquisition.posterior.Precision`, plus the labeled
-  set's LCMD vectors (training centres).
-* :func:`pool_shortlist` — this rank's pool batches streamed through PV scoring into a
-  running top-K (at most two chunks alive), then all shortlists merged on every rank.
+* :func:`training_side` — rows of the labeled set in fixed batches (batch b on rank b mod W)
+  through the module's ``predict_step``; p×p float64 Gram partials folded in batch order
+  (bitwise the same for any world size) → :class:`~al_lightning.acquisition.posterior.Precision`
+  on the acquisition device, plus the labeled set's LCMD vectors (training centres).
 * :func:`split_calibration` — PV and the actual per-structure force error on a test split.
+* :class:`LogHistogram` — the pool's PV distribution, filled from the scores the top-K sees.
 
-Strategies (:mod:`al_lightning.acquisition.pv`) only orchestrate these.
+The pool pass itself is the engine's (:mod:`al_lightning.acquisition.callback`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from al_lightning import keys as K
-from al_lightning.campaign import faults
-from al_lightning.acquisition.distributed import Comm, fixed_batches, my_batches, ordered_sum, to_cpu
+from al_lightning.acquisition.distributed import Comm, ordered_sum, to_cpu
 from al_lightning.acquisition.posterior import GramPartial, Precision, build_precision, gram_partial
-from al_lightning.acquisition.topk import TopK, merge_topk, score_pool
-from al_lightning.features import FeatureSpec, PoolRows, pool_step
+from al_lightning.acquisition.predict import ShardBatches, predict_batches
+from al_lightning.features import FeatureSpec
 
 
 @dataclass
 class _TrainPart:
-    """Partial Gram of some batches with their LCMD vectors, in batch order."""
+    """Partial Gram of some batches with their LCMD vectors, in batch order (CPU, float64)."""
 
     gram: Tensor
     n_rows: int
@@ -40,86 +38,42 @@ class _TrainPart:
         return _TrainPart(self.gram + other.gram, self.n_rows + other.n_rows, torch.cat([self.lcmd, other.lcmd]))
 
 
-@dataclass
-class PassSetup:
-    """What a pass needs: the network, device, loss weights and batching."""
-
-    net: torch.nn.Module
-    device: torch.device
-    w_energy: float
-    w_forces: float
-    batch_size: int
-    comm: Comm
-
-
-def iter_rows(setup: PassSetup, datamodule, dataset, batches: List[np.ndarray], spec: FeatureSpec,
-              progress: Optional[str] = None) -> Iterator[Tuple[object, PoolRows]]:
-    """(batch on the device, PoolRows on CPU, detached) for the given index batches, in order."""
-    loader = datamodule.batch_loader(dataset, [b.tolist() for b in batches])
-    if progress and setup.comm.rank == 0:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=progress, total=len(batches), leave=False)
-    for batch in loader:
-        batch = batch.to(setup.device)
-        rows = pool_step(setup.net, batch, spec, setup.w_energy, setup.w_forces)
-        yield batch, PoolRows(*(t.detach().cpu() for t in rows))
-
-
-def training_side(setup: PassSetup, datamodule, spec: FeatureSpec, rel_lambda: float
+def training_side(ctx, spec: FeatureSpec, rel_lambda: float, batch_size: int
                   ) -> Tuple[Precision, Tensor, GramPartial]:
-    """Precision of the labeled set's rows and its LCMD vectors (n_T, d), same on every rank."""
-    dataset = datamodule.labeled_dataset()
-    batches = fixed_batches(np.arange(len(dataset)), setup.batch_size)
+    """(Precision on ``ctx.device``, LCMD vectors (n_T, d) float64 on ``ctx.device``, the Gram),
+    the same on every rank. Partials cross ranks on the CPU (object collectives)."""
+    dataset = ctx.datamodule.labeled_dataset()
+    sampler = ShardBatches(np.arange(len(dataset)), batch_size, ctx.comm.rank, ctx.comm.world)
+    mine = predict_batches(ctx, dataset, sampler, spec)
 
-    def partial_of(b: int) -> _TrainPart:
-        _, rows = next(iter_rows(setup, datamodule, dataset, [batches[b]], spec))
+    def partial_of(b: int) -> _TrainPart:  # called for this rank's batches, in order
+        _, rows = next(mine)
         part = gram_partial(rows.rows)
-        return _TrainPart(part.gram, part.n_rows, rows.lcmd.to(torch.float64))
+        return _TrainPart(part.gram.cpu(), part.n_rows, rows.lcmd.to(torch.float64).cpu())
 
-    total = ordered_sum(setup.comm, len(batches), partial_of)
+    total = ordered_sum(ctx.comm, len(sampler.batches), partial_of)
     gram = GramPartial(gram=total.gram, n_rows=total.n_rows)
-    return build_precision(gram, rel_lambda=rel_lambda), total.lcmd, gram
+    return build_precision(gram, rel_lambda=rel_lambda).to(ctx.device), total.lcmd.to(ctx.device), gram
 
 
-def pool_shortlist(setup: PassSetup, datamodule, candidates: np.ndarray, spec: FeatureSpec,
-                   precision: Precision, k: int, lcmd_space: str, histogram: "LogHistogram"
-                   ) -> Tuple[TopK, List[int]]:
-    """Global top-k (score, id, LCMD vector) of the candidates; also this rank's pool ids."""
-    batches = fixed_batches(candidates, setup.batch_size)
-    mine = [batches[b] for b in my_batches(len(batches), setup.comm)]
-
-    def chunks():
-        for _, rows in iter_rows(setup, datamodule, datamodule.pool_dataset(), mine, spec, progress="pool pass"):
-            histogram.add(precision.score(rows.rows))
-            faults.hit("pool")
-            yield rows.ids, rows.rows, rows.lcmd
-
-    top = score_pool(chunks(), precision, k, lcmd_space=lcmd_space, vector_dtype=torch.float32)
-    shortlists = setup.comm.all_gather(to_cpu(top))
-    seen = [int(i) for b in mine for i in b]
-    return merge_topk(shortlists, k), seen
-
-
-def split_calibration(setup: PassSetup, datamodule, split: str, spec: FeatureSpec,
-                      precision: Precision) -> Tuple[np.ndarray, np.ndarray]:
+def split_calibration(ctx, split: str, spec: FeatureSpec, precision: Precision, batch_size: int,
+                      score_dtype: torch.dtype = torch.float64) -> Tuple[np.ndarray, np.ndarray]:
     """(PV, force MAE on free atoms) per structure of a labeled split, gathered by id order."""
-    dataset = datamodule.split_dataset(split)
-    batches = fixed_batches(np.arange(len(dataset)), setup.batch_size)
-    mine = [batches[b] for b in my_batches(len(batches), setup.comm)]
+    dataset = ctx.datamodule.split_dataset(split)
+    sampler = ShardBatches(np.arange(len(dataset)), batch_size, ctx.comm.rank, ctx.comm.world)
     out = []
-    for idx, (batch, rows) in zip(mine, iter_rows(setup, datamodule, dataset, mine, spec)):
-        free = batch[K.FREE_MASK].cpu().to(rows.forces.dtype)
-        graph = batch[K.BATCH].cpu()
-        err = (rows.forces - batch[K.FORCES].cpu()).abs().mean(dim=1) * free
-        per = torch.zeros(len(idx), dtype=err.dtype).index_add_(0, graph, err)
-        n_free = torch.zeros(len(idx), dtype=err.dtype).index_add_(0, graph, free)
-        out.append((idx, precision.score(rows.rows).numpy(), (per / n_free.clamp_min(1)).numpy()))
-    parts = [p for rank_parts in setup.comm.all_gather(out) for p in rank_parts]
-    order = np.argsort(np.concatenate([p[0] for p in parts])) if parts else np.array([], int)
-    pv = np.concatenate([p[1] for p in parts])[order] if parts else np.array([])
-    err = np.concatenate([p[2] for p in parts])[order] if parts else np.array([])
-    return pv, err
+    for idx, (batch, rows) in zip(sampler, predict_batches(ctx, dataset, sampler, spec)):
+        free = batch[K.FREE_MASK].to(rows.forces.dtype)
+        err = (rows.forces - batch[K.FORCES]).abs().mean(dim=1) * free
+        per = torch.zeros(len(idx), dtype=err.dtype, device=err.device).index_add_(0, batch[K.BATCH], err)
+        n_free = torch.zeros_like(per).index_add_(0, batch[K.BATCH], free)
+        out.append((np.asarray(idx), precision.score(rows.rows, dtype=score_dtype).cpu().numpy(),
+                    to_cpu(per / n_free.clamp_min(1)).numpy()))
+    parts = [p for rank_parts in ctx.comm.all_gather(out) for p in rank_parts]
+    if not parts:
+        return np.array([]), np.array([])
+    order = np.argsort(np.concatenate([p[0] for p in parts]))
+    return np.concatenate([p[1] for p in parts])[order], np.concatenate([p[2] for p in parts])[order]
 
 
 class LogHistogram:

@@ -207,6 +207,17 @@ class Precision:
         flat = flat.to(device=self.chol.device, dtype=dtype)
         return torch.linalg.solve_triangular(self.chol.T.to(dtype), flat, upper=True, left=False)
 
+    def to(self, device) -> "Precision":
+        """The same factor on ``device`` (scoring runs where the feature rows are)."""
+        return Precision(self.chol.to(device), self.lam, self.n_rows, self.trace, self.jitter)
+
+    def float32_error_bound(self, gram: Tensor) -> float:
+        """Rule-of-thumb relative error of a PV scored with a float32 solve: 2·κ(L)·√p·u₃₂,
+        κ(L) = √((λ_max(G) + λ) / (λ_min(G) + λ)) (G the training Gram this factor came from)."""
+        eig = torch.linalg.eigvalsh(gram.to(torch.float64)).clamp_min(0)
+        kappa = math.sqrt((float(eig[-1]) + self.lam) / (float(eig[0]) + self.lam)) if eig.numel() else 1.0
+        return 2.0 * kappa * math.sqrt(self.p) * float(torch.finfo(torch.float32).eps)
+
     def whiten(self, phi: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
         """ψ = √λ L⁻¹ φ for each trailing row. phi: (..., p) → (..., p) in dtype."""
         if phi.shape[-1] != self.p:

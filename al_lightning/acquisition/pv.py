@@ -10,19 +10,21 @@ Any feature kind of :mod:`al_lightning.features` (``ntk_e``, ``ntk_f``, ``ntk_ef
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+import time
+from typing import Any, ClassVar, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 
 from al_lightning.acquisition.lcmd import select_lcmd_ids
-from al_lightning.acquisition.pool_pass import (LogHistogram, PassSetup, pool_shortlist, split_calibration,
-                                                training_side)
-from al_lightning.acquisition.strategies import AcquisitionContext, Strategy
-from al_lightning.model.mace import on_device
+from al_lightning.acquisition.pool_pass import LogHistogram, split_calibration, training_side
+from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
+from al_lightning.acquisition.topk import TopK
 from al_lightning.features import FEATURE_KINDS, FORCE_MODES, FeatureSpec, TensorSketch, resolve_params
 
 MODES = ("pv_topb", "pv_lcmd", "lcmd")
+SCORE_DTYPES = ("auto", "float64", "float32")
+FLOAT32_TOLERANCE = 1e-3  # "auto": float32 solves when the PV error bound is below this
 
 
 class PVStrategy(Strategy):
@@ -37,13 +39,18 @@ class PVStrategy(Strategy):
         shortlist: K of ``pv_lcmd``. lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
         batch_size: structures per feature batch. sketch_dim: tensor-sketch the NTK to this size.
         calibration: log Spearman(PV, actual force error) on each test split.
+        score_dtype: precision of the pool-side solve ψ = L⁻¹φ (the factor is always float64):
+            ``float64``, ``float32``, or ``auto`` (float32 when its error bound
+            2·κ(L)·√p·u₃₂ is below 1e-3, logged as ``pv/float32_error_bound``).
     """
+
+    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {m: {"mode": m} for m in MODES}
 
     def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef", params: Union[str, List[str]] = "readouts",
                  pool_force_mode: str = "direction", pool_probes: int = 4, train_force_mode: str = "probes",
                  train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: int = 50_000, lcmd_space: str = "raw",
                  batch_size: int = 16, sketch_dim: Optional[int] = None, feature_seed: int = 0,
-                 calibration: bool = True) -> None:
+                 calibration: bool = True, score_dtype: str = "auto") -> None:
         checks = [(mode in MODES, f"mode must be one of {MODES}"),
                   (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),
                   (pool_force_mode in FORCE_MODES, f"pool_force_mode must be one of {FORCE_MODES}"),
@@ -53,7 +60,8 @@ class PVStrategy(Strategy):
                   (shortlist >= 1, f"shortlist must be >= 1, got {shortlist}"),
                   (lcmd_space in ("raw", "whitened"), f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}"),
                   (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
-                  (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}")]
+                  (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}"),
+                  (score_dtype in SCORE_DTYPES, f"score_dtype must be one of {SCORE_DTYPES}, got {score_dtype!r}")]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"strategy {mode}: {msg}")
@@ -63,9 +71,7 @@ class PVStrategy(Strategy):
         self.train_force_mode, self.train_probes = train_force_mode, train_probes
         self.rel_lambda, self.shortlist, self.lcmd_space = rel_lambda, shortlist, lcmd_space
         self.batch_size, self.sketch_dim, self.feature_seed = batch_size, sketch_dim, feature_seed
-        self.calibration = calibration
-        self.diagnostics: Dict[str, Any] = {}
-        self.last_shard_ids: List[int] = []
+        self.calibration, self.score_dtype = calibration, score_dtype
 
     def check(self, budget: int, n_candidates: int) -> None:
         super().check(budget, n_candidates)
@@ -93,48 +99,63 @@ class PVStrategy(Strategy):
         return (FeatureSpec(force_mode=self.train_force_mode, n_probes=self.train_probes, **common),
                 FeatureSpec(force_mode=self.pool_force_mode, n_probes=self.pool_probes, **common))
 
-    def select(self, ctx: AcquisitionContext) -> np.ndarray:
+    def plan(self, ctx: AcquisitionContext) -> "PVScorer":
+        """Training side: Λ of the labeled set's rows (and its LCMD centres), on ``ctx.device``."""
         k = self._k(ctx)
-        net = ctx.module.net
-        with on_device(net, ctx.device):
-            hp = ctx.module.hparams
-            setup = PassSetup(net, ctx.device, float(hp.energy_weight), float(hp.forces_weight), self.batch_size, ctx.comm)
-            train_spec, pool_spec = self.specs(net)
-            precision, train_lcmd, gram = training_side(setup, ctx.datamodule, train_spec, self.rel_lambda)
-            hist = LogHistogram()
-            top, self.last_shard_ids = pool_shortlist(setup, ctx.datamodule, ctx.candidates, pool_spec, precision,
-                                                      k, self.lcmd_space, hist)
-            ids = self._choose(top, train_lcmd, precision, ctx.budget, ctx.comm.rank)
-            self.diagnostics = self._diagnostics(ctx, setup, pool_spec, precision, gram, top, ids, hist)
-        return ids
+        train_spec, pool_spec = self.specs(ctx.module.net)
+        t0 = time.perf_counter()
+        precision, train_lcmd, gram = training_side(ctx, train_spec, self.rel_lambda, self.batch_size)
+        bound = precision.float32_error_bound(gram.gram)
+        use32 = self.score_dtype == "float32" or (self.score_dtype == "auto" and bound <= FLOAT32_TOLERANCE)
+        return PVScorer(self, pool_spec, k, precision, train_lcmd, gram, torch.float32 if use32 else torch.float64,
+                        bound, time.perf_counter() - t0)
 
-    def _choose(self, top, train_lcmd, precision, budget: int, rank: int) -> np.ndarray:
-        if rank != 0:  # rank 0 decides; the campaign broadcasts its answer
-            return np.empty(0, dtype=np.int64)
-        if self.mode == "pv_topb":
-            return top.ids[:budget].numpy().astype(np.int64)
-        centres = train_lcmd if self.lcmd_space == "raw" else precision.whiten_vectors(train_lcmd)
+
+class PVScorer(PoolScorer):
+    """Pool side of :class:`PVStrategy`: each chunk scored once (PV → histogram and top-K)."""
+
+    def __init__(self, strategy: PVStrategy, spec: FeatureSpec, k: int, precision, train_lcmd, gram,
+                 score_dtype: torch.dtype, bound: float, train_seconds: float) -> None:
+        self.strategy, self.spec, self.k, self.batch_size = strategy, spec, k, strategy.batch_size
+        self.precision, self.train_lcmd, self.gram = precision, train_lcmd, gram
+        self.score_dtype, self.bound, self.train_seconds = score_dtype, bound, train_seconds
+        self.histogram = LogHistogram()
+
+    def score(self, batch: Any, out: Any):
+        scores = self.precision.score(out.rows, dtype=self.score_dtype)
+        self.histogram.add(scores)
+        vectors = out.lcmd
+        if self.strategy.lcmd_space == "whitened":
+            vectors = self.precision.whiten_vectors(vectors)
+        return scores, out.ids, vectors
+
+    def choose(self, top: TopK, budget: int) -> np.ndarray:
+        if self.strategy.mode == "pv_topb":
+            return top.ids[:budget].cpu().numpy().astype(np.int64)
+        centres = self.train_lcmd if self.strategy.lcmd_space == "raw" else self.precision.whiten_vectors(self.train_lcmd)
         # duplicates in a pool can leave fewer distinct points than B: fill with the lowest ids
         return select_lcmd_ids(top.ids, top.vectors, budget, train=centres if len(centres) else None,
-                               on_exhausted="fill").numpy()
+                               on_exhausted="fill").cpu().numpy()
 
-    def _diagnostics(self, ctx, setup, pool_spec, precision, gram, top, ids, hist) -> Dict[str, Any]:
-        counts = hist.merged(ctx.comm)
-        eig = torch.linalg.eigvalsh(gram.gram).clamp_min(0)
-        scalars = {"pv/lambda": precision.lam, "pv/effective_dimension": float((eig / (eig + precision.lam)).sum()),
+    def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
+        counts = self.histogram.merged(ctx.comm)
+        eig = torch.linalg.eigvalsh(self.gram.gram).clamp_min(0)
+        lam = self.precision.lam
+        scalars = {"pv/lambda": lam, "pv/effective_dimension": float((eig / (eig + lam)).sum()),
                    "pv/shortlist_threshold": float(top.scores.min()) if len(top) else float("nan"),
-                   "pv/pool_median": hist.median(counts)}
+                   "pv/pool_median": self.histogram.median(counts), "pv/float32_error_bound": self.bound,
+                   "pv/float32_scoring": float(self.score_dtype == torch.float32)}
         histograms = {}
         if ctx.comm.rank == 0 and len(ids):
-            chosen = top.scores[torch.isin(top.ids, torch.as_tensor(ids))].numpy()
+            chosen = top.scores[torch.isin(top.ids, torch.as_tensor(ids, device=top.ids.device))].cpu().numpy()
             scalars["pv/selected_median"] = float(np.median(chosen))
             histograms["pv/selected"] = chosen
-        if self.calibration:
+        if self.strategy.calibration:
             from scipy.stats import spearmanr
 
             for split in ctx.datamodule.test_splits:
-                pv, err = split_calibration(setup, ctx.datamodule, split, pool_spec, precision)
+                pv, err = split_calibration(ctx, split, self.spec, self.precision, self.batch_size, self.score_dtype)
                 if len(pv) > 2:
                     scalars[f"calibration/{split}/spearman_pv_force_error"] = float(spearmanr(pv, err).statistic)
         return {"scalars": scalars, "histograms": histograms,
-                "raw_histograms": {"pv/pool": (hist.edges, counts)}}
+                "raw_histograms": {"pv/pool": (self.histogram.edges, counts)}}

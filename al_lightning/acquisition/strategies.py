@@ -1,20 +1,25 @@
-"""Selection strategies: ``select(ctx) -> B global pool ids``.
+"""What a selection rule is (docs/design.md §5): a :class:`Strategy` turns the fitted model into
+a :class:`PoolScorer` (its training side: Λ of the labeled set, committee members, …); the
+acquisition engine (:mod:`al_lightning.acquisition.callback`) streams the pool through the
+module's ``predict_step``, keeps the scorer's top-K and lets the scorer choose B of them.
 
-Every rank calls :meth:`Strategy.select` (distributed strategies need all ranks for their
-pool pass); the campaign broadcasts rank 0's answer. Strategies are deterministic given
-``ctx.seed`` and ``ctx.round``.
+Every rank calls :meth:`Strategy.plan` and the scorer's collectives (distributed strategies
+need all ranks); only rank 0's choice counts. Strategies are deterministic given ``ctx.seed``
+and ``ctx.round``. :class:`RandomStrategy` needs no pool pass (``plan`` returns None).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from al_lightning.acquisition.distributed import Comm
+from al_lightning.acquisition.topk import TopK
 
 
 @dataclass
@@ -22,7 +27,8 @@ class AcquisitionContext:
     """What a strategy may use. ``candidates``: sorted pool ids still selectable.
 
     ``comm`` carries rank / world size and the collectives (one process: the default);
-    ``device`` is where feature passes run (the trainer's root device).
+    ``device`` is where feature passes, scoring, the top-K and LCMD run (the trainer's root
+    device: a GPU when the fit ran on one).
     """
 
     module: Any
@@ -39,11 +45,52 @@ class AcquisitionContext:
         return cls(comm=Comm.from_trainer(trainer), device=trainer.strategy.root_device, **kwargs)
 
 
+@dataclass
+class Selection:
+    """What one acquisition decided: ``ids`` (B,) int64 (rank 0's answer, broadcast), the
+    strategy's diagnostics (``scalars`` / ``histograms`` / ``raw_histograms`` for TensorBoard),
+    the pool ids this rank scored, and seconds per phase (``train``, ``pool``, ``select``)."""
+
+    ids: np.ndarray
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+    shard_ids: List[int] = field(default_factory=list)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+class PoolScorer(ABC):
+    """A strategy's view of the pool pass, built after its training side.
+
+    ``spec``: what the module's ``predict_step`` computes per pool batch (a FeatureSpec; None:
+    energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch.
+    """
+
+    spec: Any = None
+    k: int = 1
+    batch_size: int = 16
+
+    @abstractmethod
+    def score(self, batch: Any, out: Any) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """One pool batch's (scores (G,), ids (G,), vectors (G, d) or None), on the device."""
+
+    @abstractmethod
+    def choose(self, top: TopK, budget: int) -> np.ndarray:
+        """Rank 0: ``budget`` ids out of the merged shortlist (best first)."""
+
+    def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
+        """Collective (every rank): what to log about this acquisition."""
+        return {}
+
+
 class Strategy(ABC):
-    """Picks ``ctx.budget`` ids out of ``ctx.candidates``."""
+    """Picks ``ctx.budget`` ids out of ``ctx.candidates``.
+
+    ``aliases``: short config names of this class and the arguments they fix
+    (``campaign.strategy: pv_lcmd`` ≡ ``class_path: al_lightning.acquisition.PVStrategy``,
+    ``init_args: {mode: pv_lcmd}``).
+    """
 
     name = "strategy"
-    diagnostics: Dict[str, Any] = {}
+    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {}
 
     def check(self, budget: int, n_candidates: int) -> None:
         """Refuse settings that cannot work (called before a campaign writes anything)."""
@@ -51,18 +98,23 @@ class Strategy(ABC):
             raise ValueError(f"campaign.budget {budget} is larger than the pool ({n_candidates} candidates)")
 
     @abstractmethod
-    def select(self, ctx: AcquisitionContext) -> np.ndarray:
-        """(budget,) int64 global pool ids, distinct, all in ``ctx.candidates``."""
+    def plan(self, ctx: AcquisitionContext) -> Optional[PoolScorer]:
+        """Every rank: the training side; returns the pool scorer (None: :meth:`pick` decides)."""
+
+    def pick(self, ctx: AcquisitionContext) -> np.ndarray:
+        """Strategies without a pool pass: (budget,) ids."""
+        raise NotImplementedError(f"{type(self).__name__} has no pool-free selection")
 
 
 class RandomStrategy(Strategy):
     """Uniform without replacement; seeded by (seed, round)."""
 
     name = "random"
+    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {"random": {}}
 
-    def __init__(self) -> None:
-        self.diagnostics = {}
+    def plan(self, ctx: AcquisitionContext) -> None:
+        return None
 
-    def select(self, ctx: AcquisitionContext) -> np.ndarray:
+    def pick(self, ctx: AcquisitionContext) -> np.ndarray:
         rng = np.random.default_rng([ctx.seed, ctx.round])
         return np.sort(rng.choice(ctx.candidates, size=ctx.budget, replace=False)).astype(np.int64)

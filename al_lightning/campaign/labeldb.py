@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from al_lightning import console
-from al_lightning.campaign import faults
+from al_lightning import faults
 from al_lightning.campaign.state import StateError, read_outcome
 
 DB_NAME = "labels.db"

@@ -20,16 +20,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
-from al_lightning.campaign import faults, interrupts, labeldb
+from al_lightning import faults
+from al_lightning.acquisition.callback import HandoffPending
+from al_lightning.campaign import interrupts, labeldb
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
 from al_lightning.campaign.state import read_selection
 from al_lightning.data.io import DataError, StructureFile, write_extxyz
 from al_lightning.oracle import OracleError
-
-
-class HandoffPending(Exception):
-    """The file hand-off oracle wrote a request; the campaign stops cleanly until labels exist."""
 
 
 class StoredLabelMismatch(ValueError):

@@ -13,7 +13,9 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from al_lightning.acquisition.config import strategy_label
 from al_lightning.atomic import atomic_write
+from al_lightning.oracle.oracles import oracle_spec
 from al_lightning.campaign.plotting import SPLIT_COLOURS, SPLIT_LEGEND, ordered_splits, pyplot, save, scale_axis
 
 
@@ -66,8 +68,8 @@ def write_report(state: Dict, path: Path) -> None:
     splits = ordered_splits(k.split("/")[0] for r in rounds for k in r["metrics"])
     cfg = state["config"]
     lines = [f"# Campaign `{state['name']}`", "",
-             f"strategy `{cfg['strategy']}`, budget {cfg['budget']} per round, {cfg['rounds']} acquisitions, "
-             f"seed {cfg['seed']}, oracle `{cfg['oracle']}`; status: **{state['status']}**", "",
+             f"strategy `{strategy_label(cfg['strategy'])}`, budget {cfg['budget']} per round, {cfg['rounds']} acquisitions, "
+             f"seed {cfg['seed']}, oracle `{oracle_spec(cfg['oracle'])[0]}`; status: **{state['status']}**", "",
              "![learning curves](learning_curve.png)", "", "Splits (embedded EMT catalysis data; your own "
              "`data.files` splits keep their names):", ""]
     lines += [f"- `{s}`: {SPLIT_LEGEND[s]}" for s in splits if s in SPLIT_LEGEND]

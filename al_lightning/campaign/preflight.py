@@ -109,13 +109,13 @@ def write_fingerprint(directory: Path, current: Dict[str, Any]) -> Path:
 def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     """Every problem a run would stop on before its first write (no data or model is loaded);
     ``probe_lock`` (a dry run's): also whether another process holds the campaign directory."""
-    from al_lightning.acquisition.registry import make_strategy
+    from al_lightning.acquisition.config import build_strategy
 
-    out = problem_of(lambda: make_strategy(cfg.strategy, **cfg.strategy_kwargs)) + load_problems(cfg, module, datamodule)
+    out = problem_of(lambda: build_strategy(cfg.strategy, cfg.strategy_kwargs)) + load_problems(cfg, module, datamodule)
     if cfg.rounds > 0 and cfg.oracle not in ("stored", "file"):
-        from al_lightning.oracle.oracles import import_object
+        from al_lightning.oracle.oracles import import_object, oracle_spec
 
-        out += problem_of(lambda: import_object(cfg.oracle))
+        out += problem_of(lambda: import_object(oracle_spec(cfg.oracle, cfg.oracle_kwargs)[0]))
     if probe_lock:
         from al_lightning.campaign.lock import busy
 

@@ -2,7 +2,9 @@
 
 Round r = fit on the labeled set → (``AcquisitionCallback.on_fit_end``: strategy picks B
 pool ids, rank 0's oracle labels them, labels are written to disk, broadcast, added) →
-evaluate every test split → record. The last round acquires nothing, so every label bought
+evaluate every test split → record. The campaign orders rounds and persists state; the
+acquisition itself is the callback's (acquisition/callback.py), and the campaign reads what
+it returns (:class:`AcquisitionResult`). The last round acquires nothing, so every label bought
 is trained on. A fit stops early on ``val/loss`` and ends with the best epoch's weights (the
 EMA weights with ``model.ema_decay``): those are tested, exported, checkpointed, acquired
 with and warm-started from; the record holds ``epochs`` (run) and ``best_epoch`` (0-based).
@@ -15,29 +17,27 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from al_lightning.acquisition.callback import AcquisitionCallback
+from al_lightning.acquisition import AcquisitionCallback, AcquisitionResult, build_strategy, strategy_label
+from al_lightning.acquisition.config import resolve
 from al_lightning.atomic import atomic_write
-from al_lightning.acquisition.registry import STRATEGY_NAMES, make_strategy
-from al_lightning.acquisition.strategies import AcquisitionContext
-from al_lightning import console
-from al_lightning.campaign import faults, interrupts, outputs, preflight, state
+from al_lightning import console, faults
+from al_lightning.campaign import interrupts, outputs, preflight, state
 from al_lightning.campaign.checkpoint import load_checkpoint, save_checkpoint
-from al_lightning.campaign.faults import FaultCallback
 from al_lightning.campaign.fingerprint import structure_hash
+from al_lightning.campaign.labeler import CampaignLabeler
 from al_lightning.campaign.lock import CampaignLock, CampaignLocked
-from al_lightning.campaign.labeling import (FileHandoffOracle, HandoffPending, LabelStore, label_round,
-                                            predicted_max_forces, sanity_problem)
+from al_lightning.campaign.labeling import LabelStore
 from al_lightning.data.io import write_extxyz
+from al_lightning.faults import FaultCallback
 from al_lightning.model.callbacks import BestWeights
 from al_lightning.model.metrics import split_metrics
-from al_lightning.oracle import make_oracle
 
 
 @dataclass
@@ -51,15 +51,19 @@ class CampaignConfig:
             is a second run while another one holds the folder (its ``.lock``).
         rounds: number of acquisitions R (R + 1 fits); 0 = one fit + test evaluation.
         budget: structures acquired (labeled) per round, B.
-        strategy: selection rule, one of random, pv_lcmd (posterior-variance shortlist + LCMD, the
-            headline method), pv_topb (top-B posterior variance), lcmd (LCMD over the whole pool),
-            committee_e / committee_f (committee energy / force disagreement); see docs/design.md §5.
-        strategy_kwargs: options of the strategy, e.g. {feature_kind: ntk_ef, shortlist: 240};
-            feature_kind is one of ntk_e, ntk_f, ntk_ef, activation, descriptor (docs/design.md §4).
+        strategy: selection rule: a short name — random, pv_lcmd (posterior-variance shortlist +
+            LCMD, the headline method), pv_topb (top-B posterior variance), lcmd (LCMD over the
+            whole pool), committee_e / committee_f (committee energy / force disagreement) — or a
+            class: {class_path: al_lightning.acquisition.PVStrategy, init_args: {...}} (any
+            Strategy subclass, yours included); see docs/design.md §5.
+        strategy_kwargs: options of the strategy, e.g. {feature_kind: ntk_ef, shortlist: 240}
+            (added to init_args); feature_kind is one of ntk_e, ntk_f, ntk_ef, activation,
+            descriptor (docs/design.md §4).
         oracle: who labels: "stored" (labels already in the pool file; offline benchmarks),
-            "file" (hand-off: write a request, stop, resume when the labels file exists) or the
-            import path of an ASE calculator (e.g. ase.calculators.emt.EMT).
-        oracle_kwargs: keyword arguments of the calculator class.
+            "file" (hand-off: write a request, stop, resume when the labels file exists), the
+            import path of an ASE calculator (e.g. ase.calculators.emt.EMT) or of an Oracle
+            subclass, or {class_path: ..., init_args: {...}} of either.
+        oracle_kwargs: keyword arguments of the calculator (or Oracle) class.
         oracle_timeout: seconds allowed per label for calculator oracles (null: no limit, the calculator
             runs in this process); with a limit the calculator runs in a separate worker process that
             is killed when the time is up (the label is recorded as failed).
@@ -86,9 +90,9 @@ class CampaignConfig:
     campaign_dir: Optional[str] = None
     rounds: int = 0
     budget: int = 10
-    strategy: str = "random"
+    strategy: Union[str, Dict[str, Any]] = "random"
     strategy_kwargs: Dict[str, Any] = field(default_factory=dict)
-    oracle: str = "stored"
+    oracle: Union[str, Dict[str, Any]] = "stored"
     oracle_kwargs: Dict[str, Any] = field(default_factory=dict)
     oracle_timeout: Optional[float] = None
     max_failed_fraction: float = 0.5
@@ -113,8 +117,7 @@ class CampaignConfig:
             raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
         if not 0 <= self.max_failed_fraction <= 1:
             raise ValueError(f"campaign.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}")
-        if self.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"campaign strategy {self.strategy!r} unknown; available: {list(STRATEGY_NAMES)}")
+        resolve(self.strategy)  # an unknown name or class: one line naming the choices
         if not self.name or "/" in self.name:
             raise ValueError(f"campaign.name must be a non-empty folder name, got {self.name!r}")
 
@@ -169,13 +172,12 @@ class Campaign:
         cfg = resolve_seeds(cfg, datamodule)
         self.cfg, self.module, self.dm, self.make_trainer = cfg, module, datamodule, make_trainer
         self.dir = cfg.directory
-        self.strategy = make_strategy(cfg.strategy, **cfg.strategy_kwargs)
+        self.strategy = build_strategy(cfg.strategy, cfg.strategy_kwargs)
         self.store = LabelStore(self.dir)
+        self.labeler = CampaignLabeler(cfg, module, datamodule, self.store, self.dir)
         self.config_dump = config_dump
         self.state: Dict[str, Any] = {"name": cfg.name, "config": asdict(cfg), "fingerprint": self.fingerprint(),
                                       "status": "running", "rounds": [], "failed": []}
-        self.selected: List[int] = []
-        self.acquire_seconds = 0.0
 
     @property
     def is_zero(self) -> bool:
@@ -199,7 +201,7 @@ class Campaign:
         if found:  # the stored rounds are not loaded: check the pool as for a fresh start
             preflight.raise_problems(found + self._pool_problems(self.cfg.rounds))
         if self.cfg.rounds > 0:
-            self._oracle(0)  # a calculator that cannot be built fails here, before anything is written
+            self.labeler.oracle(0)  # a calculator that cannot be built fails here, before anything is written
         start = self._resume()
         preflight.raise_problems(self._pool_problems(self.cfg.rounds - start))
         self._verify_stored_labels(start)
@@ -276,31 +278,45 @@ class Campaign:
         return len(rounds)
 
     def run_round(self, r: int) -> None:
+        """Fit (the callback acquires and labels at its end, r < R), test, record, persist."""
         pl.seed_everything(self.cfg.seed * 100_003 + r, workers=True, verbose=False)
         self.dm.round = r
         if r > 0 and not self.cfg.warm_start:
             self.module.reset_weights()
         n_labeled = len(self.dm.labeled_structures())
-        self.selected, self.acquire_seconds = [], 0.0
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         fit_callbacks = self._fit_callbacks()
-        trainer = self.make_trainer(r, logger, [*fit_callbacks, AcquisitionCallback(self), FaultCallback()])
+        acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler)
+                       if r < self.cfg.rounds else None)
+        trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else []),
+                                                FaultCallback()])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
-        t_fit = time.perf_counter() - t0 - self.acquire_seconds
+        result = acquisition.result if acquisition else AcquisitionResult(r, [])
+        if acquisition:
+            self._record_failures(r, result)
+        spent = result.seconds.get("acquire", 0.0) + result.seconds.get("label", 0.0)
         best = next((c for c in fit_callbacks if isinstance(c, BestWeights) and c.best_epoch is not None), None)
         val = split_metrics(best.best_metrics if best else trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
         metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
-        record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in self.selected],
+        record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in result.selected],
                   "metrics": metrics, "epochs": int(trainer.current_epoch),
-                  "best_epoch": best.best_epoch if best else None, "fit_seconds": round(t_fit, 2),
-                  "acquire_seconds": round(self.acquire_seconds, 2)}
+                  "best_epoch": best.best_epoch if best else None,
+                  "fit_seconds": round(time.perf_counter() - t0 - spent, 2),
+                  "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
+                  "label_seconds": round(result.seconds.get("label", 0.0), 2)}
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
             console.say(console.round_summary(record))
         trainer.strategy.barrier()
+
+    def _record_failures(self, r: int, result: AcquisitionResult) -> None:
+        """New failures go to the state; too many stop the campaign (every rank: the same result)."""
+        known = {f["id"] for f in self.state["failed"]}
+        self.state["failed"] += [{"id": i, "round": r, "error": e} for i, e in result.failed.items() if i not in known]
+        self._stop_on_failures(r, len(result.selected), result.failed)
 
     def _fit_callbacks(self) -> List[pl.Callback]:
         """Early stopping on val/loss and the best-weights keeper (the EMA comes with the module)."""
@@ -310,58 +326,6 @@ class Campaign:
         if self.cfg.restore_best_weights:
             out.append(BestWeights(monitor="val/loss"))
         return out
-
-    # ------------------------------------------------------------------ acquisition
-    def acquire(self, trainer: pl.Trainer, module) -> None:
-        """Called by :class:`AcquisitionCallback` at fit end, on every rank."""
-        r = self.dm.round
-        if r >= self.cfg.rounds:
-            return
-        t0 = time.perf_counter()
-        ids = self.store.load_selection(r)  # a resumed round keeps its selection
-        if ids is None:
-            ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=self.dm, round=r,
-                                                  seed=self.cfg.seed, budget=self.cfg.budget,
-                                                  candidates=self.dm.candidate_ids())
-            ids = [int(i) for i in trainer.strategy.broadcast(self.strategy.select(ctx), src=0)]
-            if trainer.is_global_zero:
-                self.store.save_selection(r, ids)
-                outputs.log_diagnostics(self.dir / "tb" / "rounds", r, getattr(self.strategy, "diagnostics", {}))
-        self.acquire_seconds = time.perf_counter() - t0
-        result = self._label(r, ids) if trainer.is_global_zero else None
-        result = trainer.strategy.broadcast(result, src=0)
-        if isinstance(result, str):
-            raise HandoffPending(result)
-        done, labeled, failed = result
-        self.dm.add(done, labeled)
-        self.dm.excluded_ids.update(failed)
-        self.selected = ids
-        known = {f["id"] for f in self.state["failed"]}
-        self.state["failed"] += [{"id": i, "round": r, "error": e} for i, e in failed.items() if i not in known]
-        self._stop_on_failures(r, len(ids), failed)  # every rank: same result
-        trainer.strategy.barrier()
-
-    def _label(self, r: int, ids: List[int]):
-        """Rank 0: (ids labelled, labels, failures) — or the hand-off message."""
-        pool = self.dm.pool_dataset()
-        structures = [pool.get_atoms(int(i))[1] for i in ids]
-        oracle = self._oracle(r)
-        try:
-            return label_round(self.store, r, ids, structures, oracle, self.cfg.oracle, self._sanity(ids))
-        except HandoffPending as exc:
-            return str(exc)
-        finally:
-            getattr(oracle, "close", lambda: None)()  # a timeout worker process ends with the round
-
-    def _oracle(self, r: int):
-        if self.cfg.oracle == "file":
-            return FileHandoffOracle(self.dir, r)
-        return make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm, timeout_s=self.cfg.oracle_timeout)
-
-    def _sanity(self, ids: List[int]):
-        predicted = predicted_max_forces(self.module, self.dm, ids) if self.cfg.sanity_max_force else {}
-        return lambda i, atoms: sanity_problem(atoms, self.cfg.sanity_min_distance, self.cfg.sanity_max_force,
-                                               predicted.get(i))
 
     # ------------------------------------------------------------------ outputs
     def _write_round_outputs(self, r: int, record: dict) -> None:
@@ -392,6 +356,6 @@ class Campaign:
         outputs.write_json(self.dir / "campaign.json", self.state)
         if self.state["rounds"]:
             outputs.plot_learning_curves(self.state["rounds"], self.dir / "learning_curve.png",
-                                         title=f"campaign {self.cfg.name!r}: strategy {self.cfg.strategy}")
+                                         title=f"campaign {self.cfg.name!r}: strategy {strategy_label(self.cfg.strategy)}")
             outputs.write_report(self.state, self.dir / "report.md")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.constraints import FixAtoms
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
@@ -30,7 +30,10 @@ REQUIRED = ("initial", "val")
 
 
 class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, …`` of ``range(n)``: disjoint, covering, never padded."""
+    """Indices ``rank, rank + world, …`` of ``range(n)``: disjoint, covering, never padded.
+
+    Lightning's ``UnrepeatedDistributedSampler`` has the same order but asserts that every rank
+    gets at least one index; a validation split smaller than the world size is legal here."""
 
     def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.rank, self.world = n, rank, world
@@ -40,26 +43,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world))
-
-
-class ShuffleShardSampler(Sampler[int]):
-    """Seeded per-epoch shuffle, padded by wrap-around so every rank gets the same count
-    (unequal training step counts would hang DDP's gradient all-reduce)."""
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world, self.epoch = n, seed, rank, world, 0
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this every epoch
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(self.n, generator=g).tolist()
-        perm += perm[: len(self) * self.world - self.n]
-        return iter(perm[self.rank::self.world])
-
-    def __len__(self) -> int:
-        return -(-self.n // self.world)
 
 
 class ActiveDataModule(pl.LightningDataModule):
@@ -253,7 +236,10 @@ class ActiveDataModule(pl.LightningDataModule):
         ds = self.labeled_dataset()
         rank, world = self._rank_world()
         seed = self.seed if self.seed is not None else 0  # a Campaign sets it (resolve_seeds)
-        sampler = ShuffleShardSampler(len(ds), seed * 1_000_003 + self.round * 10_007, rank, world)
+        # torch's DistributedSampler: seeded per-epoch shuffle, padded by wrap-around so every rank
+        # gets the same count (unequal step counts would hang DDP's gradient all-reduce)
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed * 1_000_003 + self.round * 10_007)
         return self._loader(ds, sampler, self.batch_size)
 
     def split_dataset(self, split: str) -> GraphDataset:

@@ -10,12 +10,10 @@ Public API (stable names; external checks call them):
   energies and forces of the same forward)
 - ``pool_step(model, batch, spec, w_energy=1.0, w_forces=1.0) -> PoolRows``
 - ``resolve_params``, ``ef_rows``, ``lcmd_vector``, ``TensorSketch``, ``GaussianSketch``,
-  ``hutchpp``, ``hutchinson``, ``force_matvecs``, ``activation_features``,
-  ``descriptor_features``.
+  ``activation_features``, ``descriptor_features``.
 """
 
 import al_lightning  # noqa: F401  (mace before e3nn.o3)
-from al_lightning.features.hutchpp import force_matvecs, hutchinson, hutchpp, jmjt_matvec
 from al_lightning.features.ntk import (
     FORCE_MODES,
     STRUCTURE_ID_KEY,
@@ -33,7 +31,7 @@ from al_lightning.features.sketch import GaussianSketch, TensorSketch
 __all__ = [
     "FEATURE_KINDS", "FORCE_MODES", "PRESETS", "STRUCTURE_ID_KEY", "FeatureSpec", "Features",
     "GaussianSketch", "ParamSubset", "PoolRows", "TensorSketch", "activation_features",
-    "compute_features", "descriptor_features", "ef_rows", "energy_ntk", "force_matvecs",
-    "force_ntk", "hutchinson", "hutchpp", "jmjt_matvec", "lcmd_vector", "pool_step",
+    "compute_features", "descriptor_features", "ef_rows", "energy_ntk",
+    "force_ntk", "lcmd_vector", "pool_step",
     "resolve_params",
 ]

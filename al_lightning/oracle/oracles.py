@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
@@ -113,9 +113,32 @@ class CalculatorOracle(Oracle):
             self.worker.close()
 
 
-def make_oracle(spec: str, kwargs: Optional[Dict[str, Any]], datamodule, timeout_s: Optional[float] = None) -> Oracle:
-    """``"stored"`` → :class:`StoredLabelOracle`; an import path → :class:`CalculatorOracle`."""
-    if spec == "stored":
-        return StoredLabelOracle(datamodule.structure_file("pool"))
-    return CalculatorOracle(spec, kwargs, timeout_s=timeout_s)
+def oracle_spec(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]] = None
+                ) -> Tuple[str, Dict[str, Any]]:
+    """``campaign.oracle`` (+ ``oracle_kwargs``) → (name or import path, keyword arguments).
 
+    ``spec``: ``"stored"``, ``"file"``, an import path, or ``{class_path: …, init_args: {…}}``
+    (an ASE calculator class, or an :class:`Oracle` subclass with ``label(ids, structures)``)."""
+    kwargs = dict(kwargs or {})
+    if isinstance(spec, str):
+        return spec, kwargs
+    if not isinstance(spec, dict) or "class_path" not in spec or set(spec) - {"class_path", "init_args"}:
+        raise ValueError(f"campaign.oracle must be 'stored', 'file', an import path or "
+                         f"{{class_path: ..., init_args: {{...}}}}, got {spec!r}")
+    both = sorted(set(kwargs) & set(spec.get("init_args") or {}))
+    if both:
+        raise ValueError(f"campaign.oracle init_args and campaign.oracle_kwargs both set {both}: keep one")
+    return str(spec["class_path"]), {**(spec.get("init_args") or {}), **kwargs}
+
+
+def make_oracle(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]], datamodule,
+                timeout_s: Optional[float] = None) -> Oracle:
+    """``"stored"`` → :class:`StoredLabelOracle`; an :class:`Oracle` subclass → an instance of it;
+    any other import path (an ASE calculator) → :class:`CalculatorOracle`."""
+    name, kwargs = oracle_spec(spec, kwargs)
+    if name == "stored":
+        return StoredLabelOracle(datamodule.structure_file("pool"))
+    target = import_object(name)
+    if isinstance(target, type) and issubclass(target, Oracle):
+        return target(**kwargs)
+    return CalculatorOracle(name, kwargs, timeout_s=timeout_s)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from al_lightning.acquisition import AcquisitionContext, PVStrategy, build_strategy, select
 from al_lightning.acquisition.distributed import Comm
-from al_lightning.acquisition.pool_pass import PassSetup, training_side
-from al_lightning.acquisition.registry import make_strategy
-from al_lightning.acquisition.strategies import AcquisitionContext
+from al_lightning.acquisition.pool_pass import training_side
+from al_lightning.acquisition.predict import ShardBatches, predict_batches
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import read_structures
 from al_lightning.model.mace import MACEConfig
@@ -30,9 +30,13 @@ def _setup(spec, foundation=None):
     return module, dm
 
 
-def _ctx(module, dm, budget, comm=None):
+def _ctx(module, dm, budget, comm=None, device="cpu"):
     return AcquisitionContext(module=module, datamodule=dm, round=0, seed=0, budget=budget,
-                              candidates=dm.candidate_ids(), comm=comm or Comm())
+                              candidates=dm.candidate_ids(), comm=comm or Comm(), device=torch.device(device))
+
+
+def make_strategy(name, **kwargs):
+    return build_strategy(name, kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +48,11 @@ def model_file(tiny_spec, tiny_paths, tmp_path_factory):
 
 
 def _pv_of(module, dm, strategy, ids):
-    setup = PassSetup(module.net, torch.device("cpu"), 1.0, 10.0, 8, Comm())
+    ctx = _ctx(module, dm, budget=1)
     train_spec, pool_spec = strategy.specs(module.net)
-    precision, _, _ = training_side(setup, dm, train_spec, strategy.rel_lambda)
-    from al_lightning.acquisition.pool_pass import iter_rows
-    from al_lightning.acquisition.distributed import fixed_batches
-
+    precision, _, _ = training_side(ctx, train_spec, strategy.rel_lambda, 8)
     scores = {}
-    for _, rows in iter_rows(setup, dm, dm.pool_dataset(), fixed_batches(np.asarray(ids), 8), pool_spec):
+    for _, rows in predict_batches(ctx, dm.pool_dataset(), ShardBatches(np.asarray(ids), 8), pool_spec):
         scores.update(zip(rows.ids.tolist(), precision.score(rows.rows).tolist()))
     return np.array([scores[i] for i in ids])
 
@@ -59,7 +60,8 @@ def _pv_of(module, dm, strategy, ids):
 def test_pv_lcmd_picks_high_variance_and_variance_drops_once_labeled(tiny_spec, model_file, tiny_paths):
     module, dm = _setup(tiny_spec, model_file)
     strategy = make_strategy("pv_lcmd", feature_kind="ntk_ef", shortlist=20, batch_size=8)
-    picked = strategy.select(_ctx(module, dm, budget=6))
+    selection = select(strategy, _ctx(module, dm, budget=6))
+    picked = selection.ids
     assert len(set(picked.tolist())) == 6 and set(picked.tolist()) <= set(dm.candidate_ids().tolist())
     pool_ids = dm.candidate_ids()
     before = _pv_of(module, dm, strategy, pool_ids)
@@ -69,7 +71,7 @@ def test_pv_lcmd_picks_high_variance_and_variance_drops_once_labeled(tiny_spec, 
     dm.add(picked.tolist(), [pool[i] for i in picked])
     after = _pv_of(module, dm, strategy, picked.tolist())
     assert np.all(after < 0.5 * sel_before), (sel_before, after)
-    d = strategy.diagnostics["scalars"]
+    d = selection.diagnostics["scalars"]
     assert d["pv/selected_median"] > d["pv/pool_median"] and 0 < d["pv/effective_dimension"]
     assert "calibration/test_id/spearman_pv_force_error" in d
 
@@ -87,16 +89,18 @@ def test_every_strategy_selects_budget_distinct_candidates(tiny_spec, model_file
     dm.excluded_ids.update({0, 1, 2})
     picked = make_strategy(name, calibration=False, **kwargs) if name.startswith(("pv", "lcmd")) \
         else make_strategy(name, **kwargs)
-    ids = picked.select(_ctx(module, dm, budget=5))
+    ids = select(picked, _ctx(module, dm, budget=5)).ids
     assert len(ids) == 5 and len(set(ids.tolist())) == 5
     assert set(ids.tolist()) <= set(range(3, 60))
-    again = make_strategy(name, **kwargs).select(_ctx(module, dm, budget=5))
+    again = select(make_strategy(name, **kwargs), _ctx(module, dm, budget=5)).ids
     np.testing.assert_array_equal(np.sort(ids), np.sort(again))  # deterministic
 
 
 def test_strategy_option_errors():
-    with pytest.raises(ValueError, match="not options of 'pv_lcmd'"):
+    with pytest.raises(ValueError, match=r"\['shortlst'\] are not options of 'pv_lcmd'"):
         make_strategy("pv_lcmd", shortlst=3)
+    with pytest.raises(ValueError, match="contradict strategy 'pv_lcmd'"):
+        make_strategy("pv_lcmd", mode="pv_topb")
     with pytest.raises(ValueError, match="feature_kind must be one of"):
         make_strategy("pv_lcmd", feature_kind="ntk_x")
     with pytest.raises(ValueError, match="committee needs members >= 2"):
@@ -106,9 +110,9 @@ def test_strategy_option_errors():
 def test_shortlist_smaller_than_budget_is_refused(tiny_spec, model_file):
     module, dm = _setup(tiny_spec, model_file)
     with pytest.raises(ValueError, match="shortlist K=3 is smaller than the budget B=5"):
-        make_strategy("pv_lcmd", shortlist=3).select(_ctx(module, dm, budget=5))
+        select(make_strategy("pv_lcmd", shortlist=3), _ctx(module, dm, budget=5))
     with pytest.raises(ValueError, match="budget 100 is larger than the 60 pool candidates"):
-        make_strategy("pv_topb").select(_ctx(module, dm, budget=100))
+        select(make_strategy("pv_topb"), _ctx(module, dm, budget=100))
 
 
 def _worker(rank, world, init_file, model_file, spec, out_dir, name, kwargs):
@@ -118,8 +122,8 @@ def _worker(rank, world, init_file, model_file, spec, out_dir, name, kwargs):
     try:
         module, dm = _setup(spec, model_file)
         strategy = make_strategy(name, **kwargs)
-        ids = strategy.select(_ctx(module, dm, budget=6, comm=Comm(rank, world)))
-        shard = getattr(strategy, "last_shard_ids", [])
+        selection = select(strategy, _ctx(module, dm, budget=6, comm=Comm(rank, world)))
+        ids, shard = selection.ids, selection.shard_ids
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
             json.dump({"ids": ids.tolist(), "shard": shard}, fh)
     finally:
@@ -131,8 +135,8 @@ def _worker(rank, world, init_file, model_file, spec, out_dir, name, kwargs):
                                           ("committee_f", {"members": 2, "epochs": 1, "batch_size": 7})])
 def test_two_processes_select_the_same_ids_as_one(tiny_spec, model_file, tmp_path, name, kwargs):
     module, dm = _setup(tiny_spec, model_file)
-    single = make_strategy(name, **kwargs)
-    one = single.select(_ctx(module, dm, budget=6))
+    single = select(make_strategy(name, **kwargs), _ctx(module, dm, budget=6))
+    one = single.ids
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), model_file, tiny_spec, str(tmp_path), name, kwargs),
              nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -140,4 +144,59 @@ def test_two_processes_select_the_same_ids_as_one(tiny_spec, model_file, tmp_pat
     if name == "pv_lcmd":
         shards = [set(r["shard"]) for r in ranks]
         assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(range(60))
-        assert sorted(single.last_shard_ids) == list(range(60))
+        assert sorted(single.shard_ids) == list(range(60))
+
+
+def test_class_path_equals_short_name_and_bad_specs_fail_in_one_line():
+    by_path = build_strategy({"class_path": "al_lightning.acquisition.PVStrategy",
+                              "init_args": {"mode": "pv_topb", "rel_lambda": 1e-4}})
+    by_name = build_strategy("pv_topb", {"rel_lambda": 1e-4})
+    assert isinstance(by_path, PVStrategy) and vars(by_path) == vars(by_name)
+    assert build_strategy("al_lightning.acquisition.RandomStrategy").name == "random"
+    for spec, match in [("pv_lcdm", "campaign strategy 'pv_lcdm' unknown; available: .*pv_lcmd"),
+                        ({"class_path": "al_lightning.acquisition.NoSuch"}, "cannot be imported"),
+                        ({"class_path": "al_lightning.acquisition.TopK"}, "is not a Strategy class"),
+                        ({"class_path": "al_lightning.acquisition.PVStrategy", "init_args": {"lam": 1}},
+                         r"\['lam'\] are not options of 'PVStrategy'"),
+                        ({"klass": "x"}, "must be a short name or")]:
+        with pytest.raises(ValueError, match=match) as info:
+            build_strategy(spec)
+        assert "\n" not in str(info.value)
+
+
+def test_each_pool_chunk_is_scored_once(tiny_spec, model_file, monkeypatch):
+    from al_lightning.acquisition.posterior import Precision
+
+    module, dm = _setup(tiny_spec, model_file)
+    calls = []
+    real = Precision.score
+    monkeypatch.setattr(Precision, "score", lambda self, rows, dtype=torch.float64: calls.append(len(rows))
+                        or real(self, rows, dtype))
+    select(make_strategy("pv_lcmd", shortlist=20, batch_size=8, calibration=False), _ctx(module, dm, budget=6))
+    assert calls == [8] * 7 + [4]  # 60 candidates in batches of 8, each scored exactly once
+
+
+def test_float32_and_float64_scoring_pick_the_same_ids(tiny_spec, model_file):
+    module, dm = _setup(tiny_spec, model_file)
+    picks = {}
+    for dtype in ("float32", "float64", "auto"):
+        for name in ("pv_topb", "pv_lcmd"):
+            sel = select(make_strategy(name, score_dtype=dtype, shortlist=20, calibration=False),
+                         _ctx(module, dm, budget=6))
+            picks[dtype, name] = sel.ids.tolist()
+            assert sel.diagnostics["scalars"]["pv/float32_scoring"] == float(dtype == "float32" or (
+                dtype == "auto" and sel.diagnostics["scalars"]["pv/float32_error_bound"] <= 1e-3))
+    for name in ("pv_topb", "pv_lcmd"):
+        assert picks["float32", name] == picks["float64", name] == picks["auto", name]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["pv_lcmd", "pv_topb", "committee_f"])
+def test_cuda_engine_picks_the_cpu_ids(tiny_spec, model_file, name):
+    module, dm = _setup(tiny_spec, model_file)
+    kwargs = {"members": 2, "epochs": 1} if name.startswith("committee") else {"shortlist": 20, "calibration": False}
+    cpu = select(make_strategy(name, **kwargs), _ctx(module, dm, budget=6)).ids
+    gpu = select(make_strategy(name, **kwargs), _ctx(module, dm, budget=6, device="cuda"))
+    assert gpu.ids.tolist() == cpu.tolist()
+    assert next(module.net.parameters()).device.type == "cpu"  # select() puts the net back

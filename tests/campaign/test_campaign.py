@@ -100,11 +100,12 @@ def test_smoke_campaign_outputs(tmp_path, monkeypatch, calculator_metrics):
 def test_random_strategy_is_seeded():
     cands = np.arange(3, 50)
     ctx = lambda seed, r: AcquisitionContext(None, None, r, seed, 5, cands)  # noqa: E731
-    a, b = RandomStrategy().select(ctx(0, 1)), RandomStrategy().select(ctx(0, 1))
+    assert RandomStrategy().plan(ctx(0, 1)) is None  # no pool pass
+    a, b = RandomStrategy().pick(ctx(0, 1)), RandomStrategy().pick(ctx(0, 1))
     np.testing.assert_array_equal(a, b)
     assert len(set(a.tolist())) == 5 and set(a.tolist()) <= set(cands.tolist())
-    assert not np.array_equal(a, RandomStrategy().select(ctx(1, 1)))
-    assert not np.array_equal(a, RandomStrategy().select(ctx(0, 2)))
+    assert not np.array_equal(a, RandomStrategy().pick(ctx(1, 1)))
+    assert not np.array_equal(a, RandomStrategy().pick(ctx(0, 2)))
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from al_lightning.campaign import faults
+from al_lightning import faults
 from al_lightning.campaign.labeling import LabelStore
 from al_lightning.cli import main
 

@@ -83,8 +83,7 @@ def test_early_stopping_keeps_the_best_validated_ema_weights(reference, campaign
 @pytest.mark.slow
 def test_acquisition_used_the_exported_ema_weights(reference, campaign_datamodule):
     """Round 0's pv_lcmd selection, recomputed from round_000/model.model, is the recorded one."""
-    from al_lightning.acquisition.registry import make_strategy
-    from al_lightning.acquisition.strategies import AcquisitionContext
+    from al_lightning.acquisition import AcquisitionContext, build_strategy, select
     from al_lightning.model.module import MACEModule
 
     state = _state(reference)
@@ -93,9 +92,9 @@ def test_acquisition_used_the_exported_ema_weights(reference, campaign_datamodul
     dm.setup("fit")
     module = MACEModule(foundation=str(reference / "round_000" / "model.model"), dtype="float64")
     module.build(dm)
-    strategy = make_strategy("pv_lcmd", shortlist=30, batch_size=16, calibration=False)
+    strategy = build_strategy("pv_lcmd", {"shortlist": 30, "batch_size": 16, "calibration": False})
     ctx = AcquisitionContext(module, dm, round=0, seed=0, budget=8, candidates=dm.candidate_ids())
-    assert [int(i) for i in strategy.select(ctx)] == state["rounds"][0]["selected_ids"]
+    assert [int(i) for i in select(strategy, ctx).ids] == state["rounds"][0]["selected_ids"]
 
 
 @pytest.mark.slow

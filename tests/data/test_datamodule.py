@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from al_lightning import keys as K
-from al_lightning.data.datamodule import ActiveDataModule, ShardSampler, ShuffleShardSampler
+from al_lightning.data.datamodule import ActiveDataModule, ShardSampler
 from al_lightning.data.io import read_structures
 from al_lightning.model.mace import z_table_from
 
@@ -71,15 +71,30 @@ def test_eval_shards_are_disjoint_and_cover_without_padding():
         assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
 
 
-def test_train_sampler_equal_counts_per_rank_and_seeded():
-    n, world = 11, 2
-    shards = [ShuffleShardSampler(n, seed=5, rank=r, world=world) for r in range(world)]
-    lists = [list(s) for s in shards]
-    assert len(lists[0]) == len(lists[1]) == 6
-    assert set(lists[0]) | set(lists[1]) == set(range(n))
-    assert lists == [list(ShuffleShardSampler(n, seed=5, rank=r, world=world)) for r in range(world)]
-    shards[0].set_epoch(1)
-    assert list(shards[0]) != lists[0]
+def test_train_loader_equal_counts_per_rank_and_seeded(dm):
+    """train_dataloader's sampler (torch's DistributedSampler): every rank the same count
+    (wrap-around padding), covering, seeded by (seed, round), reshuffled per epoch."""
+    from torch.utils.data import DistributedSampler
+
+    n = len(dm.labeled_dataset())
+    world = 3 if n % 3 else 4
+    lists = []
+    for rank in range(world):
+        dm.trainer = type("T", (), {"global_rank": rank, "world_size": world})()
+        sampler = dm.train_dataloader().sampler
+        assert isinstance(sampler, DistributedSampler)
+        lists.append(list(sampler))
+    dm.trainer = None
+    assert len({len(x) for x in lists}) == 1 and len(lists[0]) == -(-n // world)
+    assert set().union(*map(set, lists)) == set(range(n))
+    again = dm.train_dataloader().sampler
+    assert sorted(again) == list(range(n))
+    first = list(again)
+    again.set_epoch(1)
+    assert list(again) != first
+    dm.round += 1
+    assert list(dm.train_dataloader().sampler) != first
+    dm.round -= 1
 
 
 def test_constructor_validation(tmp_path):

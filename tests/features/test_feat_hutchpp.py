@@ -4,8 +4,7 @@ import time
 
 import torch
 
-from al_lightning.features import force_matvecs, hutchinson, hutchpp, jmjt_matvec
-from al_lightning.features.hutchpp import jmjt_quadform
+from hutchpp_estimators import force_matvecs, hutchinson, hutchpp, jmjt_matvec, jmjt_quadform
 
 
 def _synthetic(g=6, n=30, seed=0):

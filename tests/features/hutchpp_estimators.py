@@ -1,4 +1,4 @@
-"""Trace estimators for per-structure tr(J M Jᵀ) (the force PV) from closures only.
+"""Test-only estimators (moved from al_lightning/features: no strategy uses them). Trace estimators for per-structure tr(J M Jᵀ) (the force PV) from closures only.
 
 Batched over graphs: a ``Matvec`` maps U (G, n, m) -> (A_g U_g)_g (G, n, m), with
 n = 3·n_max padded coordinates and a 0/1 ``mask`` (G, n) of real ones.

@@ -1,0 +1,56 @@
+"""The acquisition passes' predict loop (docs/design.md §6), driven from the callback.
+
+Lightning's ``trainer.predict`` inside ``on_fit_end`` clobbers the trainer's state, its
+DistributedSampler order is per-sample not per-batch, and its DDP wrapper would prepare a
+backward the NTK never runs (TRAPS); so the loop is Lightning's predict loop written out: a
+DataLoader with :class:`ShardBatches` (fixed batches of consecutive ids, batch b on rank
+b mod W, no padding), ``batch.to(device)`` and the module's own ``predict_step`` (autograd on,
+outside inference mode). Feature rows stay on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Sequence, Tuple
+
+from torch.utils.data import Sampler
+
+from al_lightning.acquisition.distributed import fixed_batches
+
+
+class ShardBatches(Sampler[List[int]]):
+    """Batch sampler: ``ids`` cut into fixed batches of ``batch_size`` consecutive ids; this rank
+    yields batches rank, rank + W, … (disjoint across ranks, covering, never padded).
+
+    torch's BatchSampler over a DistributedSampler would deal out ids, not batches, and pad;
+    the fixed batches are what keeps 1 and N processes bitwise identical."""
+
+    def __init__(self, ids: Sequence[int], batch_size: int, rank: int = 0, world: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batches = fixed_batches(ids, batch_size)
+        self.mine = list(range(rank, len(self.batches), world))
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self.batches[b].tolist() for b in self.mine)
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+    @property
+    def ids(self) -> List[int]:
+        """The ids this rank's batches cover, in order."""
+        return [int(i) for b in self.mine for i in self.batches[b]]
+
+
+def predict_batches(ctx, dataset, sampler: Sampler, spec: Any, progress: str = "") -> Iterator[Tuple[Any, Any]]:
+    """(batch on ``ctx.device``, ``ctx.module.predict_step`` output with ``spec``) per batch of
+    ``sampler``, in order. ``progress``: a bar label (rank 0 only)."""
+    loader = ctx.datamodule.batch_loader(dataset, sampler)
+    if progress and ctx.comm.rank == 0:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=progress, total=len(sampler), leave=False, unit="batch")
+    with ctx.module.predicting_features(spec):
+        for i, batch in enumerate(loader):
+            batch = batch.to(ctx.device)
+            yield batch, ctx.module.predict_step(batch, i)
