@@ -12,12 +12,15 @@ export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test smoke bench install pretrain
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned (a range would let pip pick a newer, larger build); TORCH_INDEX picks another index
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)'
 	$(PY) -m pip install -q -e '.[dev]'
+	# bmdal_reg: the tests' reference for PV conventions. Its acquisition modules need only torch,
+	# numpy and dill; --no-deps skips its experiment suite's requirements (openml, seaborn, ...)
+	$(PY) -m pip install -q --no-deps 'bmdal_reg==3.0.2' 'dill>=0.3'
 	touch $@
 
 install: $(VENV)/.installed

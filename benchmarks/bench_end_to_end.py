@@ -13,7 +13,7 @@ measurement runs in its own subprocess (peak RSS = that process's ru_maxrss), on
             backbone (the demo's model) on 2k and 8k pools: training side, pool predict, top-K,
             LCMD; beside it one energy+forces ``predict_step`` pass and the loading pass alone
             over the same batches. Seconds per structure split into loading, features, scoring,
-            selection.
+            selection. At 8k also with 2 DataLoader workers and with pool batches of 64.
 
 Pools are unlabeled copies of the demo's trajectory-pool frames with N(0, 0.03 Å) displacements,
 cached under $AL_LIGHTNING_CACHE/bench.
@@ -159,7 +159,7 @@ def _timed_pass(module, dm, sampler, spec=None) -> float:
     return time.perf_counter() - t0
 
 
-def child_e2e(n: int, kind: str, workers: int) -> dict:
+def child_e2e(n: int, kind: str, workers: int, batch: int = 16) -> dict:
     import numpy as np
 
     from al_lightning.acquisition import AcquisitionContext, PVStrategy, select
@@ -167,7 +167,7 @@ def child_e2e(n: int, kind: str, workers: int) -> dict:
     from al_lightning.acquisition.pv import PVScorer
 
     module, dm = datamodule(n, workers)
-    sampler = ShardBatches(np.arange(n), 16)
+    sampler = ShardBatches(np.arange(n), batch)
     t0 = time.perf_counter()
     for _ in dm.batch_loader(dm.pool_dataset(), sampler):
         pass
@@ -184,13 +184,14 @@ def child_e2e(n: int, kind: str, workers: int) -> dict:
         return res
 
     PVScorer.score = timed
-    strategy = PVStrategy(mode="pv_lcmd", feature_kind=kind, shortlist=240, batch_size=16, calibration=False)
+    strategy = PVStrategy(mode="pv_lcmd", feature_kind=kind, shortlist=240, batch_size=batch, calibration=False)
     ctx = AcquisitionContext(module, dm, 0, 0, 30, dm.candidate_ids())
     t0 = time.perf_counter()
     sel = select(strategy, ctx)
     total = time.perf_counter() - t0
     pool = sel.seconds["pool"]
-    return {"n": n, "kind": kind, "workers": workers, "seconds": round(total, 2), "phases": sel.seconds,
+    return {"n": n, "kind": kind, "workers": workers, "batch_size": batch, "seconds": round(total, 2),
+            "phases": sel.seconds,
             "per_structure": {"loading": t_load / n,
                               "features": (pool - spent[0] - t_load) / n if workers == 0 else None,
                               "scoring": spent[0] / n, "selection": sel.seconds["select"] / n,
@@ -250,13 +251,18 @@ def main() -> None:
                           / rows[0]["seconds_per_structure"],
                           "rss_ratio_largest_to_second": rows[-1]["peak_rss_mb"] / rows[min(1, len(rows) - 1)]["peak_rss_mb"]}
     if "e2e" in only:
-        rows = [run_child("e2e", str(n), kind, "0") for n in sizes["e2e"] for kind in ("ntk_e", "ntk_ef")]
-        rows.append(run_child("e2e", str(sizes["e2e"][-1]), "ntk_ef", "2"))
+        big = str(sizes["e2e"][-1])
+        rows = [run_child("e2e", str(n), kind, "0", "16") for n in sizes["e2e"] for kind in ("ntk_e", "ntk_ef")]
+        rows += [run_child("e2e", big, "ntk_ef", w, b) for w, b in (("2", "16"), ("0", "64"), ("2", "64"))]
         res["e2e"] = {"rows": rows, "targets": {"ntk_e": 2.5, "ntk_ef": 4.0}}
+    out = Path(args.out)
+    if not args.quick:  # a partial run (--only) keeps the other sections of the file
+        old = json.loads(out.read_text()) if out.exists() and len(only) < 3 else {}
+        res = {**old, **res}
+        out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(res, indent=1)
     if not args.quick:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        out.write_text(text + "\n")
     print(text)
 
 

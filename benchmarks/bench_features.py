@@ -5,7 +5,9 @@ and batch, measured in one run (rounds interleaved, medians), plus the peak RSS 
 per stage (CPU: sampled RSS after malloc_trim, coarse; CUDA: max_memory_allocated), for a tiny and a medium-like MACE on ~80-atom fcc(111) slabs with adsorbates.
 Exact force rows (3N backwards) only on the tiny model.
 
-Targets: NTK-E ≤ 1.2×, NTK-EF (direction) ≤ 3.5×, k probes ≤ (1.5 + 2k)×.
+Targets: NTK-E ≤ 1.2×, NTK-EF (direction) ≤ 3.5×, k probes ≤ (1.5 + 2k)×; and for each
+parameter preset (readouts, readouts+products, interactions, all_linear) tensor-sketched to
+1024: NTK-E, NTK-EF (direction; target ≤ 3.5×) and 16 probes (the training side).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_features.py [--quick] [--device cuda]
 """
@@ -121,7 +123,13 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
+SKETCH_PRESETS = ("readouts", "readouts+products", "interactions", "all_linear")
+SKETCH_DIM = 1024
+
+
 def stages(model: torch.nn.Module, batch: dict, with_exact: bool) -> Dict[str, Callable[[], object]]:
+    from al_lightning.features import TensorSketch
+
     sub = resolve_params(model, "readouts")
     st = {
         "energy_forces": lambda: model(dict(batch), compute_force=True),
@@ -132,6 +140,13 @@ def stages(model: torch.nn.Module, batch: dict, with_exact: bool) -> Dict[str, C
         st[f"ntk_ef_probes_k{k}"] = lambda k=k: compute_features(model, batch, sub, force_mode="probes", n_probes=k)
     if with_exact:
         st["ntk_ef_exact"] = lambda: compute_features(model, batch, sub, force_mode="exact")
+    for preset in SKETCH_PRESETS:  # each parameter subset tensor-sketched to SKETCH_DIM
+        ps, sk = resolve_params(model, preset), TensorSketch(SKETCH_DIM, seed=0)
+        st[f"{preset}+sketch{SKETCH_DIM}/ntk_e"] = lambda ps=ps, sk=sk: compute_features(model, batch, ps, sketch=sk)
+        st[f"{preset}+sketch{SKETCH_DIM}/ntk_ef_direction"] = lambda ps=ps, sk=sk: compute_features(
+            model, batch, ps, force_mode="direction", sketch=sk)
+        st[f"{preset}+sketch{SKETCH_DIM}/ntk_ef_probes_k16"] = lambda ps=ps, sk=sk: compute_features(
+            model, batch, ps, force_mode="probes", n_probes=16, sketch=sk)
     return st
 
 
@@ -170,7 +185,8 @@ def run_model(name: str, n_slabs: int, rounds: int, device: str, dtype: torch.dt
     res = measure(fns, rounds, device, once={"ntk_ef_exact"})
     base = res["energy_forces"]["seconds"]
     out = {"n_structures": n_slabs, "atoms_per_structure": n_atoms / n_slabs,
-           "p_readouts": resolve_params(model).p, "stages": {}}
+           "p_readouts": resolve_params(model).p,
+           "p_presets": {pr: resolve_params(model, pr).p for pr in SKETCH_PRESETS}, "stages": {}}
     for k, v in res.items():
         out["stages"][k] = {"per_structure_s": round(v["seconds"] / n_slabs, 5),
                             "ratio_to_energy_forces": round(v["seconds"] / base, 3),
@@ -185,6 +201,9 @@ def targets_met(st: dict) -> Dict[str, bool]:
     met = {"ntk_e<=1.2": r["ntk_e"] <= 1.2, "ntk_ef_direction<=3.5": r["ntk_ef_direction"] <= 3.5}
     for k in (1, 4, 16):
         met[f"probes_k{k}<={1.5 + 2 * k}"] = r[f"ntk_ef_probes_k{k}"] <= 1.5 + 2 * k
+    for preset in SKETCH_PRESETS:
+        key = f"{preset}+sketch{SKETCH_DIM}/ntk_ef_direction"
+        met[f"{key}<=3.5"] = r[key] <= 3.5
     return met
 
 

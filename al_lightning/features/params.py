@@ -8,6 +8,11 @@ A subset is chosen by name patterns (``fnmatch`` on ``model.named_parameters()``
 - ``"readouts+products"``: also ``products.*.linear.weight``
 - ``"readouts+last_interaction"``: also every ``o3.Linear`` weight of the last
   interaction block (``linear_up``, ``linear``) and of the last product block.
+- ``"interactions"``: readouts, every product block's linear and every interaction block's
+  ``linear_up`` and ``linear``.
+- ``"all_linear"``: every ``o3.Linear`` weight of the model (also the node embedding): the
+  largest subset the perturbation trick reaches. The rest of a MACE (radial MLPs, skip and
+  convolution tensor products, symmetric contractions) has no per-structure gradient here.
 
 The feature vector of a structure is the concatenation, in ``named_parameters`` order, of
 the gradients of each selected weight *in e3nn's flat weight layout*, so feature column
@@ -35,6 +40,9 @@ PRESETS: Dict[str, Tuple[str, ...]] = {
     "readouts": ("readouts.*",),
     "readouts+products": ("readouts.*", "products.*.linear.weight"),
     "readouts+last_interaction": ("readouts.*", "{last_interaction}"),
+    "interactions": ("readouts.*", "products.*.linear.weight", "interactions.*.linear_up.weight",
+                     "interactions.*.linear.weight"),
+    "all_linear": ("{all_linear}",),
 }
 
 
@@ -104,7 +112,7 @@ def linear_blocks(lin: o3.Linear) -> Tuple[LinearBlock, ...]:
 
 
 def _expand(model: torch.nn.Module, patterns: Sequence[str]) -> Tuple[str, ...]:
-    """Presets and ``{last_interaction}`` -> plain fnmatch patterns."""
+    """Presets, ``{last_interaction}`` and ``{all_linear}`` -> plain fnmatch patterns."""
     out = []
     for pat in patterns:
         if pat in PRESETS:
@@ -113,6 +121,9 @@ def _expand(model: torch.nn.Module, patterns: Sequence[str]) -> Tuple[str, ...]:
             last = len(model.interactions) - 1  # type: ignore[arg-type]
             out += [f"interactions.{last}.linear_up.weight", f"interactions.{last}.linear.weight",
                     f"products.{last}.linear.weight"]
+        elif pat == "{all_linear}":
+            out += [f"{name}.weight" for name, mod in model.named_modules()
+                    if isinstance(mod, o3.Linear) and mod.internal_weights and mod.weight.numel()]
         else:
             out.append(pat)
     return tuple(out)

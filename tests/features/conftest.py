@@ -146,6 +146,12 @@ def batch(data_list) -> Dict[str, torch.Tensor]:
     return to_batch(data_list, ids=range(100, 100 + len(data_list)))
 
 
+@pytest.fixture()
+def batch7(data_list) -> Dict[str, torch.Tensor]:
+    """Seven graphs: a count no layer width of the tiny model has (shape-based memory checks)."""
+    return to_batch(data_list[:7], ids=range(7))
+
+
 # ---------------------------------------------------------------- brute-force references
 def param_list(model: torch.nn.Module, names: Sequence[str]) -> List[torch.Tensor]:
     params = dict(model.named_parameters())

@@ -8,7 +8,8 @@ import torch
 from al_lightning.features import compute_features, energy_ntk, force_ntk, resolve_params
 
 
-@pytest.mark.parametrize("preset", ["readouts", "readouts+products", "readouts+last_interaction"])
+@pytest.mark.parametrize("preset", ["readouts", "readouts+products", "readouts+last_interaction", "interactions",
+                                    "all_linear"])
 @pytest.mark.parametrize("per_atom", [True, False])
 def test_energy_ntk_matches_brute_force(model, data_list, batch, preset, per_atom, brute):
     sub = resolve_params(model, preset)

@@ -29,6 +29,19 @@ def test_exact_rows_product_linears(model, data_list, batch, brute):
         assert (J[g, : 3 * _n(data_list[g])] - ref).abs().max() < 1e-10
 
 
+def test_exact_rows_every_linear_layer(model, data_list, batch, brute):
+    """The ``all_linear`` preset (node embedding, interaction and product linears, readouts)."""
+    from al_lightning.features import resolve_params
+
+    sub = resolve_params(model, "all_linear")
+    names = [t.name for t in sub.targets]
+    assert "node_embedding.linear.weight" in names and "interactions.0.linear_up.weight" in names
+    J = force_ntk(model, batch, sub, mode="exact")
+    for g in (2, 4):
+        ref = brute.jacobian(model, data_list[g], names)
+        assert (J[g, : 3 * _n(data_list[g])] - ref).abs().max() < 1e-10 * max(1.0, ref.abs().max().item())
+
+
 def test_translation_invariance_rows_sum_to_zero(data_list, exact_J):
     for g, d in enumerate(data_list):
         J = exact_J[g, : 3 * _n(d)].reshape(_n(d), 3, -1)
