@@ -39,7 +39,8 @@ def round_summary(record: dict) -> str:
         best = f" (best {record['best_epoch'] + 1})" if record.get("best_epoch") is not None else ""
         epochs = f", {record['epochs']} epochs{best}"
     head = (f"round {record['round']}: {record['n_labeled']} labels{epochs}, fit {record.get('fit_seconds', 0):.0f} s"
-            + (f", acquire {record['acquire_seconds']:.0f} s" if record.get("selected_ids") else ""))
+            + (f", acquire {record['acquire_seconds']:.0f} s" if record.get("selected_ids") else "")
+            + (f" incl. {len(record['member_fits'])} member fits" if record.get("member_fits") else ""))
     parts = [head]
     for metric, name, unit in (("forces_mae", "forces MAE", "eV/Å"), ("energy_mae", "energy MAE", "eV/atom")):
         vals = " ".join(f"{short[s]} {metrics[f'{s}/{metric}']:.4f}" for s in splits if f"{s}/{metric}" in metrics)

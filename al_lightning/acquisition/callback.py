@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -99,15 +99,18 @@ class AcquisitionResult:
     failed: Dict[int, str] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
     resumed: bool = False
+    fits: List[Dict[str, Any]] = field(default_factory=list)  # extra fits the strategy ran (committee members)
 
 
 class AcquisitionCallback(pl.Callback):
     """At ``on_fit_end`` (every rank): select ``budget`` pool ids with ``strategy``, label them
-    with ``labeler`` on rank 0, add the labels to the datamodule. ``labeler`` None: select only."""
+    with ``labeler`` on rank 0, add the labels to the datamodule. ``labeler`` None: select only;
+    ``fit``: how the strategy may fit further modules (committee members), as the main fit."""
 
     def __init__(self, strategy: Strategy, budget: int, round_: int, seed: int,
-                 labeler: Optional[Labeler] = None) -> None:
+                 labeler: Optional[Labeler] = None, fit: Optional[Callable[..., Dict[str, Any]]] = None) -> None:
         self.strategy, self.budget, self.round, self.seed, self.labeler = strategy, budget, round_, seed, labeler
+        self.fit = fit
         self.result: Optional[AcquisitionResult] = None
         self.selection: Optional[Selection] = None
 
@@ -117,7 +120,8 @@ class AcquisitionCallback(pl.Callback):
         stored = self.labeler.stored_selection(self.round) if self.labeler is not None else None
         ids = stored if stored is not None else self._select(trainer, pl_module, dm)
         t1 = time.perf_counter()
-        self.result = AcquisitionResult(self.round, ids, resumed=stored is not None)
+        self.result = AcquisitionResult(self.round, ids, resumed=stored is not None,
+                                        fits=list((self.selection.diagnostics if self.selection else {}).get("members", [])))
         self.result.seconds = {"acquire": t1 - t0, **(self.selection.seconds if self.selection else {})}
         if self.labeler is not None:
             self._label(trainer, dm, ids)
@@ -126,7 +130,8 @@ class AcquisitionCallback(pl.Callback):
 
     def _select(self, trainer: pl.Trainer, module, dm) -> List[int]:
         ctx = AcquisitionContext.from_trainer(trainer, module=module, datamodule=dm, round=self.round,
-                                              seed=self.seed, budget=self.budget, candidates=dm.candidate_ids())
+                                              seed=self.seed, budget=self.budget, candidates=dm.candidate_ids(),
+                                              fit=self.fit)
         self.selection = select(self.strategy, ctx)  # on the root device (teardown left the net on the CPU)
         ids = [int(i) for i in trainer.strategy.broadcast(self.selection.ids, src=0)]
         if trainer.is_global_zero and self.labeler is not None:

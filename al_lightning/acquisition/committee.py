@@ -1,82 +1,115 @@
 """Committee baselines (docs/design.md §4): ``committee_e`` (energy) and ``committee_f`` (forces).
 
-M members are copies of the fitted model whose readouts are re-initialised with different
-seeds and which are fine-tuned on bootstrap resamples of the labeled set (members
-fine-tuned from one model barely differ otherwise). Scores: the std over members of the
-per-atom energy, or the mean over free atoms of the per-atom force-vector std
-√(Σ_c Var_c). Every rank trains the same members (seeded, deterministic), scores its pool
-shard in the engine's pool pass, and the per-rank top-B lists are merged: the same ids for any world size.
+M members are copies of the fitted module whose readouts are re-initialised (seed (seed, round,
+m)) and which are then fitted exactly as the main model is: the same MACEModule (loss,
+optimizer, scheduler, EMA) through a Lightning Trainer with the campaign's trainer settings,
+early stopping and best-weights restore (``ctx.fit``, supplied by the campaign), each on its own
+batch order (a datamodule view with its own seed; ``bootstrap``: also a bootstrap resample of
+the labeled set). A committee campaign therefore costs M + 1 fits per round (the member fits
+are in ``acquire_seconds``). Scores: the std over members of the per-atom energy, or the mean
+over free atoms of the per-atom force-vector std √(Σ_c Var_c). Every rank fits the same members
+(under DDP jointly, as the main model), scores its pool shard in the engine's pool pass, and the
+per-rank top-B lists are merged.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Any, ClassVar, Dict, List
+from typing import Any, Callable, ClassVar, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from al_lightning import keys as K
-from al_lightning.acquisition.distributed import fixed_batches
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
-from al_lightning.model.loss import energy_force_loss
+
+MemberFit = Callable[[Any, Any, int, str], Dict[str, Any]]
+
+
+def member_seed(seed: int, round_: int, m: int) -> int:
+    """The seed of member m in a round (its readout init, batch order and bootstrap)."""
+    return int(np.random.SeedSequence([seed, round_, m]).generate_state(1)[0] % (2**31 - 1))
+
+
+def detached_copy(module):
+    """A deep copy of a LightningModule without its trainer (and the trainer's datamodule)."""
+    trainer = getattr(module, "_trainer", None)
+    return copy.deepcopy(module, memo={id(trainer): None} if trainer is not None else {})
+
+
+def standalone_fit(max_epochs: int = 10) -> MemberFit:
+    """Outside a campaign: a plain Trainer (CPU or the module's device), ``max_epochs`` epochs."""
+
+    def fit(module, datamodule, seed: int, name: str) -> Dict[str, Any]:
+        import lightning.pytorch as pl
+
+        from al_lightning.model.callbacks import LossCurve
+
+        pl.seed_everything(seed, workers=True, verbose=False)
+        curve = LossCurve()
+        device = next(module.net.parameters()).device
+        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                             devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, inference_mode=False, use_distributed_sampler=False,
+                             num_sanity_val_steps=0, callbacks=[curve])
+        trainer.fit(module, datamodule=datamodule)
+        return {"name": name, "seed": seed, "epochs": int(trainer.current_epoch), "val_loss": curve.values}
+
+    return fit
 
 
 class CommitteeStrategy(Strategy):
-    """Top-B committee disagreement. ``target``: "energy" or "forces"."""
+    """Top-B committee disagreement. ``target``: "energy" or "forces".
+
+    Args:
+        members: M (>= 2). reinit: fnmatch pattern of the parameters each member redraws.
+        bootstrap: fit each member on a bootstrap resample of the labeled set.
+        epochs: outside a campaign, epochs per member fit (in a campaign: the campaign's trainer).
+        batch_size: structures per pool batch when scoring.
+    """
 
     aliases: ClassVar[Dict[str, Dict[str, Any]]] = {"committee_e": {"target": "energy"},
                                                      "committee_f": {"target": "forces"}}
 
-    def __init__(self, target: str = "forces", members: int = 3, epochs: int = 10, lr: float = 5e-3,
-                 batch_size: int = 8, reinit: str = "readouts.*", bootstrap: bool = True) -> None:
+    def __init__(self, target: str = "forces", members: int = 3, reinit: str = "readouts.*",
+                 bootstrap: bool = False, epochs: int = 10, batch_size: int = 64) -> None:
         if target not in ("energy", "forces"):
             raise ValueError(f"committee target must be 'energy' or 'forces', got {target!r}")
         if members < 2:
             raise ValueError(f"committee needs members >= 2, got {members}")
-        if epochs < 0 or lr <= 0 or batch_size < 1:
-            raise ValueError("committee epochs must be >= 0, lr > 0, batch_size >= 1")
+        if epochs < 0 or batch_size < 1:
+            raise ValueError("committee epochs must be >= 0, batch_size >= 1")
         self.target, self.name = target, f"committee_{target[0]}"
-        self.members, self.epochs, self.lr, self.batch_size = members, epochs, lr, batch_size
+        self.members, self.epochs, self.batch_size = members, epochs, batch_size
         self.reinit, self.bootstrap = reinit, bootstrap
 
-    def train_member(self, ctx: AcquisitionContext, m: int) -> torch.nn.Module:
-        """Member m: readouts re-initialised with seed (seed, round, m), fine-tuned on a bootstrap."""
-        net = copy.deepcopy(ctx.module.net).to(ctx.device)
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([ctx.seed, ctx.round, m]).generate_state(1)[0]))
+    def member(self, ctx: AcquisitionContext, m: int):
+        """(module, datamodule view, seed) of member m: readouts redrawn, its own batch order."""
+        seed = member_seed(ctx.seed, ctx.round, m)
+        module = detached_copy(ctx.module)
+        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for name, p in net.named_parameters():
+            for name, p in module.net.named_parameters():
                 if fnmatch.fnmatchcase(name, self.reinit):
                     p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device))
-        data = ctx.datamodule.labeled_dataset()
-        rng = np.random.default_rng([ctx.seed, ctx.round, m])
-        order = rng.integers(0, len(data), len(data)) if self.bootstrap else np.arange(len(data))
-        hp = ctx.module.hparams
-        opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=self.lr)
-        net.train()
-        from tqdm.auto import tqdm
+        return module, ctx.datamodule.member_view(seed, self.bootstrap), seed
 
-        bar = tqdm(range(self.epochs), desc=f"committee member {m + 1}/{self.members}", unit="epoch", leave=False,
-                   disable=getattr(ctx.comm, "rank", 0) != 0)
-        for _ in bar:
-            for idx in fixed_batches(rng.permutation(order), self.batch_size):
-                batch = next(iter(ctx.datamodule.batch_loader(data, [idx.tolist()]))).to(ctx.device)
-                out = net(batch.to_dict(), training=True, compute_force=True)
-                loss = energy_force_loss(out["energy"], batch[K.ENERGY], out["forces"], batch[K.FORCES],
-                                         batch[K.NUM_ATOMS], batch[K.BATCH], batch[K.FREE_MASK],
-                                         batch[K.ENERGY_WEIGHT], batch[K.FORCES_WEIGHT], float(hp.energy_weight),
-                                         float(hp.forces_weight), hp.loss, hp.huber_delta)["loss"]
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        net.eval()
-        return net
+    def fit_members(self, ctx: AcquisitionContext, fit: Optional[MemberFit] = None):
+        """Fit the M members (``ctx.fit`` in a campaign); returns (nets in eval mode, fit records)."""
+        fit = fit or ctx.fit or standalone_fit(self.epochs)
+        nets, records = [], []
+        for m in range(self.members):
+            module, view, seed = self.member(ctx, m)
+            records.append(fit(module, view, seed, f"member_{m}"))
+            nets.append(module.net.to(ctx.device).eval())
+        return nets, records
 
     def scores(self, nets: List[torch.nn.Module], batch) -> torch.Tensor:
         """(G,) disagreement of the members on one batch."""
-        outs = [net(batch.to_dict(), training=False, compute_force=True) for net in nets]
+        with torch.enable_grad():
+            outs = [net(batch.to_dict(), training=False, compute_force=True) for net in nets]
         if self.target == "energy":
             e = torch.stack([o["energy"].detach() for o in outs]) / batch[K.NUM_ATOMS]
             return e.std(dim=0, unbiased=False)
@@ -91,14 +124,17 @@ class CommitteeStrategy(Strategy):
         """Every rank trains the same M members (seeded); the pool pass scores their disagreement."""
         if ctx.budget > len(ctx.candidates):
             raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
-        return CommitteeScorer(self, [self.train_member(ctx, m) for m in range(self.members)], ctx.budget)
+        nets, records = self.fit_members(ctx)
+        return CommitteeScorer(self, nets, ctx.budget, records)
 
 
 class CommitteeScorer(PoolScorer):
     """Pool side of :class:`CommitteeStrategy`: plain predictions (``spec`` None), members' spread."""
 
-    def __init__(self, strategy: CommitteeStrategy, nets: List[torch.nn.Module], k: int) -> None:
+    def __init__(self, strategy: CommitteeStrategy, nets: List[torch.nn.Module], k: int,
+                 records: List[Dict[str, Any]]) -> None:
         self.strategy, self.nets, self.k, self.batch_size = strategy, nets, k, strategy.batch_size
+        self.records = records
 
     def score(self, batch, out):
         return self.strategy.scores(self.nets, batch).double(), batch[K.STRUCTURE_ID], None
@@ -108,5 +144,7 @@ class CommitteeScorer(PoolScorer):
 
     def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
         name = self.strategy.name
-        return {"scalars": {f"{name}/threshold": float(top.scores.min())},
-                "histograms": {f"{name}/selected": top.scores.cpu().numpy()}}
+        scalars = {f"{name}/threshold": float(top.scores.min()),
+                   f"{name}/member_epochs_mean": float(np.mean([r.get("epochs", 0) for r in self.records]))}
+        return {"scalars": scalars, "histograms": {f"{name}/selected": top.scores.cpu().numpy()},
+                "members": self.records}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ class AcquisitionContext:
 
     ``comm`` carries rank / world size and the collectives (one process: the default);
     ``device`` is where feature passes, scoring, the top-K and LCMD run (the trainer's root
-    device: a GPU when the fit ran on one).
+    device: a GPU when the fit ran on one); ``fit(module, datamodule, seed, name) -> record``
+    fits another module the way the campaign fits the main one (committee members; None
+    outside a campaign).
     """
 
     module: Any
@@ -39,6 +41,7 @@ class AcquisitionContext:
     candidates: np.ndarray
     comm: Comm = field(default_factory=Comm)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    fit: Optional[Callable[..., Dict[str, Any]]] = None
 
     @classmethod
     def from_trainer(cls, trainer, **kwargs: Any) -> "AcquisitionContext":

@@ -36,7 +36,7 @@ from al_lightning.campaign.lock import CampaignLock, CampaignLocked
 from al_lightning.campaign.labeling import LabelStore
 from al_lightning.data.io import write_extxyz
 from al_lightning.faults import FaultCallback
-from al_lightning.model.callbacks import BestWeights
+from al_lightning.model.callbacks import BestWeights, LossCurve
 from al_lightning.model.metrics import split_metrics
 
 
@@ -286,8 +286,8 @@ class Campaign:
         n_labeled = len(self.dm.labeled_structures())
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         fit_callbacks = self._fit_callbacks()
-        acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler)
-                       if r < self.cfg.rounds else None)
+        acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler,
+                                           fit=self._member_fit(r)) if r < self.cfg.rounds else None)
         trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else []),
                                                 FaultCallback()])
         t0 = time.perf_counter()
@@ -306,6 +306,9 @@ class Campaign:
                   "fit_seconds": round(time.perf_counter() - t0 - spent, 2),
                   "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
                   "label_seconds": round(result.seconds.get("label", 0.0), 2)}
+        if result.fits:  # a committee's member fits: their cost is in acquire_seconds
+            record["member_fits"] = [{k: f[k] for k in ("name", "seed", "epochs", "best_epoch") if k in f}
+                                     for f in result.fits]
         self.state["rounds"].append(record)
         if self.is_zero:
             self._write_round_outputs(r, record)
@@ -317,6 +320,22 @@ class Campaign:
         known = {f["id"] for f in self.state["failed"]}
         self.state["failed"] += [{"id": i, "round": r, "error": e} for i, e in result.failed.items() if i not in known]
         self._stop_on_failures(r, len(result.selected), result.failed)
+
+    def _member_fit(self, r: int):
+        """How a strategy fits another module in round r: as the main model (Trainer factory,
+        early stopping, best weights), seeded, logged to tb/round_rrr_<name>."""
+
+        def fit(module, datamodule, seed: int, name: str) -> Dict[str, Any]:
+            pl.seed_everything(seed, workers=True, verbose=False)
+            logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}_{name}")
+            callbacks = [*self._fit_callbacks(), LossCurve()]
+            trainer = self.make_trainer(r, logger, callbacks)
+            trainer.fit(module, datamodule=datamodule)
+            best = next((c for c in callbacks if isinstance(c, BestWeights)), None)
+            return {"name": name, "seed": seed, "epochs": int(trainer.current_epoch),
+                    "best_epoch": best.best_epoch if best else None, "val_loss": callbacks[-1].values}
+
+        return fit
 
     def _fit_callbacks(self) -> List[pl.Callback]:
         """Early stopping on val/loss and the best-weights keeper (the EMA comes with the module)."""

@@ -10,6 +10,8 @@ pool file (file order).
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.constraints import FixAtoms
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
@@ -232,8 +234,20 @@ class ActiveDataModule(pl.LightningDataModule):
         ds = self.labeled_dataset()
         return self._loader(ds, ShardSampler(len(ds)), self.eval_batch_size)
 
+    def member_view(self, seed: int, bootstrap: bool = False) -> "ActiveDataModule":
+        """A shallow copy for a committee member: its own training seed (batch order) and,
+        with ``bootstrap``, a seeded bootstrap resample of the labeled set for training
+        (validation, tests and the pool unchanged; nothing is copied but the settings)."""
+        view = copy.copy(self)
+        view.trainer, view.seed = None, int(seed)
+        n = len(self.labeled_structures())
+        view.train_indices = np.random.default_rng(seed).integers(0, n, n).tolist() if bootstrap else None
+        return view
+
     def train_dataloader(self) -> DataLoader:
         ds = self.labeled_dataset()
+        if getattr(self, "train_indices", None) is not None:
+            ds = Subset(ds, self.train_indices)
         rank, world = self._rank_world()
         seed = self.seed if self.seed is not None else 0  # a Campaign sets it (resolve_seeds)
         # torch's DistributedSampler: seeded per-epoch shuffle, padded by wrap-around so every rank

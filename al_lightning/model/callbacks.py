@@ -9,6 +9,9 @@
   value (``val/loss``) and loads them into the module at train end. Lightning has no in-memory
   best-weights callback (``ModelCheckpoint`` writes pickled ``.ckpt`` files), hence this one.
 
+- :class:`LossCurve`: the monitored value (``val/loss``) after every validation epoch, as a list
+  (committee members report their training curves with it).
+
 Order: ``BestWeights`` is a :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning runs
 it after every other callback (including ``EMAWeights`` added by the module). ``EMAWeights``
 keeps the averaged weights in the module from ``on_validation_epoch_start`` to
@@ -100,3 +103,15 @@ class BestWeights(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._state is not None:
             pl_module.load_state_dict(self._state)
+
+
+class LossCurve(pl.Callback):
+    """``values``: the monitored metric after each validation epoch of a fit (floats)."""
+
+    def __init__(self, monitor: str = "val/loss") -> None:
+        self.monitor, self.values = monitor, []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking:
+            self.values.append(float(value))

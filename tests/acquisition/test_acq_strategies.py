@@ -82,7 +82,7 @@ def test_pv_lcmd_picks_high_variance_and_variance_drops_once_labeled(tiny_spec, 
     ("pv_lcmd", {"feature_kind": "activation", "shortlist": 12}),
     ("pv_lcmd", {"feature_kind": "descriptor", "shortlist": 12}),
     ("committee_e", {"members": 2, "epochs": 1}),
-    ("committee_f", {"members": 3, "epochs": 1}),
+    ("committee_f", {"members": 3, "epochs": 1, "bootstrap": True}),
 ])
 def test_every_strategy_selects_budget_distinct_candidates(tiny_spec, model_file, name, kwargs):
     module, dm = _setup(tiny_spec, model_file)
@@ -200,3 +200,31 @@ def test_cuda_engine_picks_the_cpu_ids(tiny_spec, model_file, name):
     gpu = select(make_strategy(name, **kwargs), _ctx(module, dm, budget=6, device="cuda"))
     assert gpu.ids.tolist() == cpu.tolist()
     assert next(module.net.parameters()).device.type == "cpu"  # select() puts the net back
+
+
+def test_committee_member_is_a_plain_fit_of_the_module(tiny_spec, model_file):
+    """Member m = the module fitted by a plain Lightning Trainer with the member's seed and data:
+    the same validation curve and the same final weights (no hand-written loop)."""
+    import copy
+
+    import lightning.pytorch as pl
+
+    from al_lightning.acquisition import CommitteeStrategy
+    from al_lightning.acquisition.committee import member_seed
+    from al_lightning.model.callbacks import LossCurve
+
+    module, dm = _setup(tiny_spec, model_file)
+    nets, records = CommitteeStrategy(members=2, reinit="", epochs=3).fit_members(_ctx(module, dm, budget=5))
+    seed = member_seed(0, 0, 1)
+    plain, plain_dm = copy.deepcopy(module), ActiveDataModule(emt=tiny_spec, eval_batch_size=8, seed=seed)
+    plain.build(plain_dm)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    curve = LossCurve()
+    pl.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
+               use_distributed_sampler=False, num_sanity_val_steps=0, callbacks=[curve]).fit(plain, datamodule=plain_dm)
+    assert records[1]["seed"] == seed and len(records[1]["val_loss"]) == 3
+    assert records[1]["val_loss"] == curve.values
+    for (name, a), b in zip(nets[1].state_dict().items(), plain.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert records[0]["val_loss"] != records[1]["val_loss"]  # members differ (their seeds)
