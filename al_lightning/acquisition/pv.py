@@ -49,7 +49,7 @@ class PVStrategy(Strategy):
     def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef", params: Union[str, List[str]] = "readouts",
                  pool_force_mode: str = "direction", pool_probes: int = 4, train_force_mode: str = "probes",
                  train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: int = 50_000, lcmd_space: str = "raw",
-                 batch_size: int = 16, sketch_dim: Optional[int] = None, feature_seed: int = 0,
+                 batch_size: int = 64, sketch_dim: Optional[int] = None, feature_seed: int = 0,
                  calibration: bool = True, score_dtype: str = "auto") -> None:
         checks = [(mode in MODES, f"mode must be one of {MODES}"),
                   (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),
