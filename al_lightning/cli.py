@@ -28,8 +28,13 @@ def study(args: List[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="al-lightning study", description=run_study.__doc__)
     parser.add_argument("-c", "--config", required=True, help="study YAML (see configs/study_emt.yaml)")
+    parser.add_argument("--jobs", type=int, default=1, help="campaigns run at a time (each its own process)")
+    parser.add_argument("--executor", default="local", choices=["local", "submitit"],
+                        help="local processes, or one submitit job per campaign (SLURM where available)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the tables and plots from <output>/campaigns only (runs nothing)")
     ns = parser.parse_args(args)
-    out = run_study(ns.config)
+    out = run_study(ns.config, jobs=ns.jobs, executor=ns.executor, report_only=ns.report_only)
     print(f"al-lightning: study written to {out}")
     return 0
 

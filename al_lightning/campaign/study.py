@@ -2,9 +2,11 @@
 
 A study YAML names a base campaign config, extra command-line overrides, the seeds, the
 strategies (label → overrides) and optional scenarios (label → overrides, e.g. a biased
-pool). Each campaign runs in-process via the ``fit`` command into its own campaign
-directory, so an interrupted study resumes campaign by campaign. Results go to
-``<output>/``: ``results.json``, ``results.md`` (final-round and AUC MAE/RMSE per split,
+pool). Each campaign runs as ``al-lightning fit`` in its own process (``--jobs N`` at a time,
+one BLAS thread each; or one submitit job each, ``--executor submitit``) into its own campaign
+directory, so an interrupted study resumes campaign by campaign. Each finished campaign's
+campaign.json is kept under ``<output>/campaigns/`` (commit it): ``--report-only`` rebuilds
+every table and plot from those alone. Results go to ``<output>/``: ``results.json``, ``results.md`` (final-round and AUC MAE/RMSE per split,
 mean ± std over seeds, paired difference to the reference strategy with a 95% t-interval),
 learning-curve PNGs per split and scenario, and wall time per strategy.
 """
@@ -65,38 +67,99 @@ def campaign_runs(cfg: StudyConfig):
                 yield scen, label, seed, list(spec.get("overrides", [])) + list(cfg.strategies[label])
 
 
-def run_study(path: Path) -> Path:
-    """Run (or resume) every campaign, then write the tables and plots; returns the output dir."""
-    from al_lightning.fitcli import run_fit
+EXECUTORS = ("local", "submitit")
 
+
+def campaign_args(cfg: StudyConfig, base: Path, root: Path, scen: str, label: str, seed: int, extra) -> List[str]:
+    """The ``fit`` arguments of one campaign (its own directory, seed and name)."""
+    cdir = root / scen / label / f"seed{seed}"
+    return ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
+            f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
+            f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+
+
+def run_campaign(args: List[str]) -> int:
+    """One campaign in a fresh interpreter with one BLAS thread; its console output goes to
+    ``<campaign_dir>/study.log``. Returns the exit status."""
+    import os
+    import subprocess
+    import sys
+
+    cdir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("--campaign.campaign_dir=")))
+    cdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(cdir / "study.log", "a") as log:
+        return subprocess.run([sys.executable, "-m", "al_lightning.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                              env=env).returncode
+
+
+def _execute(todo: List[tuple], jobs: int, executor: str, folder: Path) -> List[int]:
+    """Exit statuses of the campaigns in ``todo`` ((key, args) pairs), ``jobs`` at a time."""
+    if executor == "submitit":  # one job per campaign: SLURM where there is one, local processes otherwise
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=str(folder))
+        ex.update_parameters(slurm_array_parallelism=jobs, cpus_per_task=1, timeout_min=24 * 60)
+        return [j.result() for j in ex.map_array(run_campaign, [a for _, a in todo])]
+    from concurrent.futures import ThreadPoolExecutor  # threads wait; each campaign is its own process
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run_campaign, [a for _, a in todo]))
+
+
+def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: bool = False) -> Path:
+    """Run (or resume) every campaign — ``jobs`` at a time, each in its own process (``local``) or
+    as one submitit job (``submitit``: SLURM, or local processes without one) — keep each finished
+    campaign's campaign.json under ``<output>/campaigns/``, then write the tables and plots from
+    those summaries. ``report_only``: only the tables and plots, from the stored summaries.
+    Results never depend on ``jobs`` (every campaign is independent and seeded)."""
     path = Path(path).resolve()
     cfg = StudyConfig.load(path)
+    if jobs < 1 or executor not in EXECUTORS:
+        raise ValueError(f"study: --jobs must be >= 1 and --executor one of {EXECUTORS}")
     base = path.parent.parent if path.parent.name == "configs" else path.parent
     root = cfg.resolve(base, cfg.campaign_root) / cfg.name
-    for scen, label, seed, extra in campaign_runs(cfg):
-        cdir = root / scen / label / f"seed{seed}"
-        state = cdir / "campaign.json"
-        if state.exists() and json.loads(state.read_text()).get("status") == "complete":
-            continue
-        print(f"[study {cfg.name}] {scen} / {label} / seed {seed}", flush=True)
-        t0 = time.perf_counter()
-        args = ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
-                f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
-                f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
-        code = run_fit(args)
-        if code != 0:
-            raise RuntimeError(f"study {cfg.name}: campaign {scen}/{label}/seed{seed} failed (exit {code})")
-        print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
     out = cfg.resolve(base, cfg.output) / cfg.name
-    write_results(cfg, root, out)
+    if not report_only:
+        runs = [((scen, label, seed), campaign_args(cfg, base, root, scen, label, seed, extra))
+                for scen, label, seed, extra in campaign_runs(cfg)]
+        todo = [(key, args) for key, args in runs if not _complete(root, *key)]
+        print(f"[study {cfg.name}] {len(runs) - len(todo)} of {len(runs)} campaigns complete; "
+              f"running {len(todo)}, {jobs} at a time", flush=True)
+        t0 = time.perf_counter()
+        codes = _execute(todo, jobs, executor, root / "submitit")
+        for (key, _), code in zip(todo, codes):
+            if code != 0:
+                raise RuntimeError(f"study {cfg.name}: campaign {'/'.join(map(str, key))} failed (exit {code}); "
+                                   f"see {root / key[0] / key[1] / f'seed{key[2]}' / 'study.log'}")
+        print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        for key, _ in runs:
+            keep_summary(root, out, *key)
+    write_results(cfg, out)
     return out
 
 
-def collect(cfg: StudyConfig, root: Path) -> Dict:
-    """{scenario: {strategy: {seed: campaign state}}} of completed campaigns."""
+def _complete(root: Path, scen: str, label: str, seed: int) -> bool:
+    state = root / scen / label / f"seed{seed}" / "campaign.json"
+    return state.exists() and json.loads(state.read_text()).get("status") == "complete"
+
+
+def keep_summary(root: Path, out: Path, scen: str, label: str, seed: int) -> None:
+    """A finished campaign's campaign.json, copied to ``<output>/campaigns/`` (small, committed)."""
+    import shutil
+
+    src = root / scen / label / f"seed{seed}" / "campaign.json"
+    if _complete(root, scen, label, seed):
+        dst = out / "campaigns" / scen / label / f"seed{seed}.json"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+def collect(cfg: StudyConfig, out: Path) -> Dict:
+    """{scenario: {strategy: {seed: campaign state}}} of the completed campaigns' stored summaries."""
     runs: Dict = {}
     for scen, label, seed, _ in campaign_runs(cfg):
-        state = root / scen / label / f"seed{seed}" / "campaign.json"
+        state = out / "campaigns" / scen / label / f"seed{seed}.json"
         data = json.loads(state.read_text()) if state.exists() else {}
         if data.get("status") == "complete":
             runs.setdefault(scen, {}).setdefault(label, {})[seed] = data
@@ -145,11 +208,11 @@ def summarise(cfg: StudyConfig, runs: Dict) -> Dict:
     return table
 
 
-def write_results(cfg: StudyConfig, root: Path, out: Path) -> None:
-    """results.json, results.md and learning-curve PNGs under ``out``."""
+def write_results(cfg: StudyConfig, out: Path) -> None:
+    """results.json, results.md and learning-curve PNGs under ``out``, from ``out/campaigns``."""
     from al_lightning.campaign.outputs import write_json
 
-    runs = collect(cfg, root)
+    runs = collect(cfg, out)
     table = summarise(cfg, runs)
     write_json(out / "results.json", {"study": cfg.name, "reference": cfg.reference, "table": table})
     (out / "results.md").write_text(results_markdown(cfg, table))

@@ -36,8 +36,7 @@ def test_study_config_errors(tmp_path):
         StudyConfig.load(p)
 
 
-@pytest.mark.slow
-def test_tiny_study_end_to_end(tmp_path):
+def _tiny_study(tmp_path, name):
     study = {"study": {
         "name": "tiny", "base_config": str(ROOT / "configs" / "smoke.yaml"), "seeds": [0, 1],
         "overrides": ["--trainer.max_epochs=1", "--campaign.rounds=1", "--campaign.budget=4",
@@ -45,20 +44,60 @@ def test_tiny_study_end_to_end(tmp_path):
         "strategies": {"random": ["--campaign.strategy=random"],
                        "ntk_ef": ["--campaign.strategy=pv_lcmd",
                                   "--campaign.strategy_kwargs={shortlist: 20, calibration: false}"]},
-        "campaign_root": str(tmp_path / "runs"), "output": str(tmp_path / "out")}}
-    cfg = tmp_path / "study.yaml"
+        "campaign_root": str(tmp_path / name / "runs"), "output": str(tmp_path / name / "out")}}
+    cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(study))
-    out = run_study(cfg)
-    res = json.loads((out / "results.json").read_text())["table"]["default"]
+    return cfg
+
+
+def _outcome(state):
+    """What a campaign decided and measured (no wall times)."""
+    return [(r["round"], r["selected_ids"], r["metrics"], r["epochs"]) for r in state["rounds"]]
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
+    """1 and 2 campaigns at a time give the same campaigns; --report-only rebuilds the tables
+    byte for byte from the stored summaries alone; a rerun resumes (runs nothing)."""
+    out1 = run_study(_tiny_study(tmp_path, "one"), jobs=1)
+    out2 = run_study(_tiny_study(tmp_path, "two"), jobs=2)
+    for lab in ("ntk_ef", "random"):
+        for s in (0, 1):
+            a, b = (json.loads((o / "campaigns" / "default" / lab / f"seed{s}.json").read_text()) for o in (out1, out2))
+            assert _outcome(a) == _outcome(b), (lab, s)
+    res = json.loads((out1 / "results.json").read_text())["table"]["default"]
     assert set(res) == {"random", "ntk_ef"} and res["ntk_ef"]["seeds"] == [0, 1]
     m = res["ntk_ef"]["metrics"]["test_id/forces_mae/final"]
-    runs = [json.loads((tmp_path / "runs" / "tiny" / "default" / lab / f"seed{s}" / "campaign.json").read_text())
+    runs = [json.loads((out1 / "campaigns" / "default" / lab / f"seed{s}.json").read_text())
             for lab in ("ntk_ef", "random") for s in (0, 1)]
     finals = [r["rounds"][-1]["metrics"]["test_id/forces_mae"] for r in runs]
     assert m["mean"] == pytest.approx(np.mean(finals[:2]))
     assert m["diff_to_ref"] == pytest.approx(np.mean(np.array(finals[:2]) - np.array(finals[2:])))
-    assert (out / "curves_default.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| ntk_ef |" in (out / "results.md").read_text()
-    mtime = (tmp_path / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns
-    run_study(cfg)  # resumes: finished campaigns are not rerun
-    assert (tmp_path / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns == mtime
+    assert (out1 / "curves_default.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| ntk_ef |" in (out1 / "results.md").read_text()
+    tables = {n: (out1 / n).read_bytes() for n in ("results.json", "results.md")}
+    import shutil
+
+    shutil.rmtree(tmp_path / "one" / "runs")  # a replaced machine: only the committed summaries are left
+    for n in tables:
+        (out1 / n).unlink()
+    run_study(_tiny_study(tmp_path, "one"), report_only=True)
+    assert {n: (out1 / n).read_bytes() for n in tables} == tables
+    mtime = (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns
+    run_study(_tiny_study(tmp_path, "two"), jobs=2)  # resumes: finished campaigns are not rerun
+    assert (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_submitit_executor_runs_the_same_campaign(tmp_path):
+    """--executor submitit (its local executor here; SLURM on a cluster) gives the local runner's campaign."""
+    study = yaml.safe_load(_tiny_study(tmp_path, "sub").read_text())
+    study["study"]["seeds"], study["study"]["strategies"] = [0], {"random": ["--campaign.strategy=random"]}
+    for name in ("sub", "loc"):
+        study["study"]["campaign_root"], study["study"]["output"] = str(tmp_path / name / "runs"), str(tmp_path / name / "out")
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(study))
+    sub = run_study(tmp_path / "sub.yaml", jobs=2, executor="submitit")
+    loc = run_study(tmp_path / "loc.yaml")
+    a, b = (json.loads((o / "campaigns" / "default" / "random" / "seed0.json").read_text()) for o in (sub, loc))
+    assert _outcome(a) == _outcome(b)
+    assert list((tmp_path / "sub" / "runs" / "tiny" / "submitit").glob("*_submitted.pkl"))  # it went through submitit
