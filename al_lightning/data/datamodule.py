@@ -65,6 +65,9 @@ class ActiveDataModule(pl.LightningDataModule):
         seed: training-batch shuffling seed (the epoch and round are mixed in); None: the
             campaign's seed, which itself defaults to ``seed_everything`` (so one seed varies
             batch order, initial weights of a fresh model and the selection together).
+        initial_size: start from a seeded random subset of this many structures of the
+            ``initial`` file (None: all of it); the subset follows ``seed``, so each campaign
+            seed of a study starts from its own initial set (validation and tests fixed).
     """
 
     def __init__(self, emt: Optional[EMTCatalysisSpec] = None,
@@ -72,12 +75,14 @@ class ActiveDataModule(pl.LightningDataModule):
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
                  num_workers: int = 0, generate_workers: int = 2, seed: Optional[int] = None,
-                 energy_only: bool = False) -> None:
+                 energy_only: bool = False, initial_size: Optional[int] = None) -> None:
         super().__init__()
         if files is not None and emt is not None:
             raise ValueError("data: give either 'emt' or 'files', not both")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"data batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        if initial_size is not None and initial_size < 1:
+            raise ValueError(f"data.initial_size must be >= 1 or null, got {initial_size}")
         if files is not None:
             missing = [s for s in REQUIRED if s not in files]
             if missing:
@@ -89,7 +94,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self._elements = elements
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.generate_workers, self.seed = num_workers, generate_workers, seed
-        self.energy_only = energy_only
+        self.energy_only, self.initial_size = energy_only, initial_size
         self.round = 0
         self.labeled_ids: List[int] = []  # pool ids acquired so far, in order
         self.added: List[Atoms] = []  # their labeled structures
@@ -183,9 +188,20 @@ class ActiveDataModule(pl.LightningDataModule):
     def pool_size(self) -> int:
         return len(self.structure_file("pool"))
 
+    def initial_indices(self) -> List[int]:
+        """Records of the ``initial`` file that start the labeled set (all, or a seeded subset)."""
+        n = len(self.structure_file("initial"))
+        if self.initial_size is None:
+            return list(range(n))
+        if self.initial_size > n:
+            raise DataError(f"{self.structure_file('initial').path}: data.initial_size {self.initial_size} > its "
+                            f"{n} structures; lower initial_size or provide more initial structures")
+        rng = np.random.default_rng([int(self.seed or 0), 104_729])
+        return sorted(rng.choice(n, size=self.initial_size, replace=False).tolist())
+
     def labeled_structures(self) -> List[Atoms]:
         init = self.structure_file("initial")
-        return [init[i] for i in range(len(init))] + list(self.added)
+        return [init[i] for i in self.initial_indices()] + list(self.added)
 
     def add(self, ids: Sequence[int], structures: Sequence[Atoms]) -> None:
         """Append labeled pool structures; ids are global pool ids, validated first."""

@@ -113,3 +113,23 @@ def test_graphs_are_built_in_worker_processes(dm):
     batches = list(dm.pool_dataloader(list(range(10)), batch_size=4))
     assert [b[K.STRUCTURE_ID].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert batches[0][K.POSITIONS].dtype == torch.get_default_dtype()
+
+
+def test_initial_size_draws_a_seeded_subset_of_the_initial_file(tiny_spec, tiny_paths):
+    from al_lightning.data.io import DataError, read_structures
+
+    full = read_structures(tiny_paths["initial"])
+    picks = {}
+    for seed in (0, 0, 1):
+        dm = ActiveDataModule(emt=tiny_spec, initial_size=5, seed=seed)
+        got = dm.labeled_structures()
+        assert len(got) == 5
+        idx = dm.initial_indices()
+        assert all(np.allclose(a.positions, full[i].positions) for a, i in zip(got, idx))
+        picks.setdefault(seed, []).append(idx)
+    assert picks[0][0] == picks[0][1] and picks[0][0] != picks[1][0]
+    assert len(ActiveDataModule(emt=tiny_spec).labeled_structures()) == len(full)
+    with pytest.raises(DataError, match="initial_size 999 >"):
+        ActiveDataModule(emt=tiny_spec, initial_size=999).labeled_structures()
+    with pytest.raises(ValueError, match="initial_size must be >= 1"):
+        ActiveDataModule(emt=tiny_spec, initial_size=0)
