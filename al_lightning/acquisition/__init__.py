@@ -3,7 +3,8 @@ the pure maths for users who bring their own features.
 
 - strategies (configure by ``class_path`` or short name, :func:`build_strategy`):
   :class:`RandomStrategy`, :class:`PVStrategy` (``pv_topb``, ``pv_lcmd``, ``lcmd``),
-  :class:`CommitteeStrategy` (``committee_e``, ``committee_f``);
+  :class:`CommitteeStrategy` (``committee_e``, ``committee_f``); offline controls
+  :class:`OracleStrategy` (``oracle_error``) and :class:`SystemSampler` (``one_per_system``);
 - the engine: :class:`AcquisitionCallback` (strategy → pool predict → top-K → LCMD → oracle),
   :func:`select` (the same without Lightning or labeling);
 - maths: :func:`posterior_variance` ``(pool, train, lam) -> (n_pool,)``, :func:`select_lcmd`
@@ -13,6 +14,7 @@ the pure maths for users who bring their own features.
 from al_lightning.acquisition.callback import AcquisitionCallback, AcquisitionResult, HandoffPending, select
 from al_lightning.acquisition.committee import CommitteeStrategy
 from al_lightning.acquisition.config import build_strategy, strategy_label, strategy_names
+from al_lightning.acquisition.controls import OracleStrategy, SystemSampler
 from al_lightning.acquisition.lcmd import select_lcmd, select_lcmd_ids
 from al_lightning.acquisition.posterior import (
     GramPartial,
@@ -36,6 +38,7 @@ __all__ = [
     "CommitteeStrategy",
     "GramPartial",
     "HandoffPending",
+    "OracleStrategy",
     "PVStrategy",
     "PoolScorer",
     "Precision",
@@ -43,6 +46,7 @@ __all__ = [
     "RandomStrategy",
     "Selection",
     "Strategy",
+    "SystemSampler",
     "StreamingTopK",
     "TopK",
     "build_precision",

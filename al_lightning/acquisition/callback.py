@@ -37,7 +37,9 @@ def pool_predict(ctx: AcquisitionContext, scorer: PoolScorer) -> Tuple[TopK, Lis
     """This rank's running top-k of the candidates (on ``ctx.device``) and the pool ids it scored."""
     sampler = ShardBatches(ctx.candidates, scorer.batch_size, ctx.comm.rank, ctx.comm.world)
     top = StreamingTopK(scorer.k, vector_dtype=torch.float32)
-    for batch, out in predict_batches(ctx, ctx.datamodule.pool_dataset(), sampler, scorer.spec, progress="pool pass"):
+    dm = ctx.datamodule
+    pool = dm.split_dataset("pool") if scorer.labeled_pool else dm.pool_dataset()
+    for batch, out in predict_batches(ctx, pool, sampler, scorer.spec, progress="pool pass"):
         top.update(*scorer.score(batch, out))
         faults.hit("pool")
     return top.result(), sampler.ids

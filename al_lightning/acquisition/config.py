@@ -17,10 +17,11 @@ import inspect
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 from al_lightning.acquisition.committee import CommitteeStrategy
+from al_lightning.acquisition.controls import OracleStrategy, SystemSampler
 from al_lightning.acquisition.pv import PVStrategy
 from al_lightning.acquisition.strategies import RandomStrategy, Strategy
 
-BUILTIN: Tuple[Type[Strategy], ...] = (RandomStrategy, PVStrategy, CommitteeStrategy)
+BUILTIN: Tuple[Type[Strategy], ...] = (RandomStrategy, PVStrategy, CommitteeStrategy, OracleStrategy, SystemSampler)
 StrategySpec = Union[str, Dict[str, Any]]
 
 

@@ -64,10 +64,12 @@ class PoolScorer(ABC):
     """A strategy's view of the pool pass, built after its training side.
 
     ``spec``: what the module's ``predict_step`` computes per pool batch (a FeatureSpec; None:
-    energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch.
+    energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch;
+    ``labeled_pool``: pass the pool *with* its stored labels (offline control arms only).
     """
 
     spec: Any = None
+    labeled_pool: bool = False
     k: int = 1
     batch_size: int = 16
 

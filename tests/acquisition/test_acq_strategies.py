@@ -228,3 +228,31 @@ def test_committee_member_is_a_plain_fit_of_the_module(tiny_spec, model_file):
     for (name, a), b in zip(nets[1].state_dict().items(), plain.net.state_dict().values()):
         assert torch.equal(a, b), name
     assert records[0]["val_loss"] != records[1]["val_loss"]  # members differ (their seeds)
+
+
+def test_oracle_control_takes_the_largest_true_force_errors(tiny_spec, model_file):
+    from al_lightning import keys as K
+    from al_lightning.acquisition import OracleStrategy
+
+    module, dm = _setup(tiny_spec, model_file)
+    ids = select(OracleStrategy(batch_size=7), _ctx(module, dm, budget=5)).ids
+    ctx, errs = _ctx(module, dm, budget=1), {}
+    ds = dm.split_dataset("pool")
+    for batch, out in predict_batches(ctx, ds, ShardBatches(np.arange(len(ds)), 60), None):  # one brute batch
+        for g, sid in enumerate(batch[K.STRUCTURE_ID].tolist()):
+            atoms = (batch[K.BATCH] == g) & batch[K.FREE_MASK]  # free atoms only (fixed ones are not scored)
+            errs[sid] = float((out[K.OUT_FORCES][atoms] - batch[K.FORCES][atoms]).abs().mean())
+    assert sorted(ids.tolist()) == sorted(sorted(errs, key=errs.get, reverse=True)[:5])
+
+
+def test_one_per_system_sampler_spreads_over_systems(tiny_spec, model_file):
+    from al_lightning.acquisition import SystemSampler
+
+    module, dm = _setup(tiny_spec, model_file)
+    pool = dm.structure_file("pool")
+    system = {i: pool.raw(i).info.get("system_key") for i in range(len(pool))}
+    n_systems = len(set(system.values()))
+    b = min(6, n_systems)
+    ids = select(SystemSampler(), _ctx(module, dm, budget=b)).ids
+    assert len(set(ids.tolist())) == b and len({system[i] for i in ids.tolist()}) == b
+    assert select(SystemSampler(), _ctx(module, dm, budget=b)).ids.tolist() == ids.tolist()  # seeded
