@@ -283,7 +283,8 @@ class Campaign:
         self.dm.round = r
         if r > 0 and not self.cfg.warm_start:
             self.module.reset_weights()
-        n_labeled = len(self.dm.labeled_structures())
+        labeled = self.dm.labeled_structures()
+        n_labeled, n_atoms = len(labeled), sum(len(a) for a in labeled)
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         fit_callbacks = self._fit_callbacks()
         acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler,
@@ -300,7 +301,7 @@ class Campaign:
         val = split_metrics(best.best_metrics if best else trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
         metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
-        record = {"round": r, "n_labeled": n_labeled, "selected_ids": [int(i) for i in result.selected],
+        record = {"round": r, "n_labeled": n_labeled, "n_labeled_atoms": n_atoms, "selected_ids": [int(i) for i in result.selected],
                   "metrics": metrics, "epochs": int(trainer.current_epoch),
                   "best_epoch": best.best_epoch if best else None,
                   "fit_seconds": round(time.perf_counter() - t0 - spent, 2),

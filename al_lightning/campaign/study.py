@@ -135,6 +135,9 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
         print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
         for key, _ in runs:
             keep_summary(root, out, *key)
+    elif not (out / "campaigns").is_dir():
+        raise ValueError(f"study {cfg.name}: no campaign summaries under {out / 'campaigns'} to report on; "
+                         "run the study first (without --report-only)")
     write_results(cfg, out)
     return out
 
