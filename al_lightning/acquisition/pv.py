@@ -10,6 +10,7 @@ Any feature kind of :mod:`al_lightning.features` (``ntk_e``, ``ntk_f``, ``ntk_ef
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, ClassVar, Dict, List, Optional, Union
 
@@ -36,7 +37,8 @@ class PVStrategy(Strategy):
         pool_force_mode / pool_probes: force rows of pool structures (cheap: ``direction``).
         train_force_mode / train_probes: force rows of the labeled set (``probes`` ≥ 16 or ``exact``).
         rel_lambda: λ = rel_lambda · mean kernel diagonal of the training rows.
-        shortlist: K of ``pv_lcmd``. lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
+        shortlist: K of ``pv_lcmd``: a count, or a fraction of the candidates when < 1 (e.g. 0.06:
+            6 % of the pool, at least B). lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
         batch_size: structures per feature batch. sketch_dim: tensor-sketch the NTK to this size.
         calibration: log Spearman(PV, actual force error) on each test split.
         score_dtype: precision of the pool-side solve ψ = L⁻¹φ (the factor is always float64):
@@ -48,7 +50,8 @@ class PVStrategy(Strategy):
 
     def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef", params: Union[str, List[str]] = "readouts",
                  pool_force_mode: str = "direction", pool_probes: int = 4, train_force_mode: str = "probes",
-                 train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: int = 50_000, lcmd_space: str = "raw",
+                 train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: Union[int, float] = 50_000,
+                 lcmd_space: str = "raw",
                  batch_size: int = 64, sketch_dim: Optional[int] = None, feature_seed: int = 0,
                  calibration: bool = True, score_dtype: str = "auto") -> None:
         checks = [(mode in MODES, f"mode must be one of {MODES}"),
@@ -57,7 +60,7 @@ class PVStrategy(Strategy):
                   (train_force_mode in FORCE_MODES, f"train_force_mode must be one of {FORCE_MODES}"),
                   (pool_probes >= 1 and train_probes >= 1, "pool_probes and train_probes must be >= 1"),
                   (rel_lambda > 0, f"rel_lambda must be > 0, got {rel_lambda}"),
-                  (shortlist >= 1, f"shortlist must be >= 1, got {shortlist}"),
+                  (shortlist >= 1 or 0 < shortlist < 1, f"shortlist must be >= 1 or a fraction in (0, 1), got {shortlist}"),
                   (lcmd_space in ("raw", "whitened"), f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}"),
                   (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
                   (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}"),
@@ -73,9 +76,15 @@ class PVStrategy(Strategy):
         self.batch_size, self.sketch_dim, self.feature_seed = batch_size, sketch_dim, feature_seed
         self.calibration, self.score_dtype = calibration, score_dtype
 
+    def shortlist_size(self, n_candidates: int, budget: int) -> int:
+        """K for this many candidates: the count, or max(B, ⌈fraction · n⌉), at most n."""
+        if self.shortlist < 1:
+            return min(n_candidates, max(budget, math.ceil(self.shortlist * n_candidates)))
+        return min(int(self.shortlist), n_candidates)
+
     def check(self, budget: int, n_candidates: int) -> None:
         super().check(budget, n_candidates)
-        if self.mode == "pv_lcmd" and self.shortlist < budget:
+        if self.mode == "pv_lcmd" and self.shortlist >= 1 and self.shortlist < budget:
             raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={budget}")
 
     def _k(self, ctx: AcquisitionContext) -> int:
@@ -86,9 +95,9 @@ class PVStrategy(Strategy):
             return ctx.budget
         if self.mode == "lcmd":
             return n
-        if self.shortlist < ctx.budget:
+        if 1 <= self.shortlist < ctx.budget:
             raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={ctx.budget}")
-        return min(self.shortlist, n)
+        return self.shortlist_size(n, ctx.budget)
 
     def specs(self, net: torch.nn.Module):
         """(training-side spec, pool-side spec) sharing one resolved parameter subset and sketch."""
