@@ -31,6 +31,11 @@ FLOAT32_TOLERANCE = 1e-3  # "auto": float32 solves when the PV error bound is be
 class PVStrategy(Strategy):
     """Feature-space posterior variance with a streaming shortlist and optional LCMD.
 
+    Defaults (params readouts+products, sketch_dim 1024, rel_lambda 0.1, shortlist 6 % of the
+    candidates, whitened LCMD, 16 training probes) are the ablation's choice
+    (docs/results/ablation/: stage-1 winner, and the best finalist of stage 2 — where, on the
+    tuning benchmark, no PV finalist beat random).
+
     Args:
         feature_kind: one of ``ntk_e``, ``ntk_f``, ``ntk_ef`` (default), ``activation``, ``descriptor``.
         params: parameter subset of the NTK (preset ``readouts``, ``readouts+products``, or patterns).
@@ -48,11 +53,11 @@ class PVStrategy(Strategy):
 
     aliases: ClassVar[Dict[str, Dict[str, Any]]] = {m: {"mode": m} for m in MODES}
 
-    def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef", params: Union[str, List[str]] = "readouts",
-                 pool_force_mode: str = "direction", pool_probes: int = 4, train_force_mode: str = "probes",
-                 train_probes: int = 16, rel_lambda: float = 1e-3, shortlist: Union[int, float] = 50_000,
-                 lcmd_space: str = "raw",
-                 batch_size: int = 64, sketch_dim: Optional[int] = None, feature_seed: int = 0,
+    def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef",
+                 params: Union[str, List[str]] = "readouts+products", pool_force_mode: str = "direction",
+                 pool_probes: int = 4, train_force_mode: str = "probes", train_probes: int = 16,
+                 rel_lambda: float = 0.1, shortlist: Union[int, float] = 0.06, lcmd_space: str = "whitened",
+                 batch_size: int = 64, sketch_dim: Optional[int] = 1024, feature_seed: int = 0,
                  calibration: bool = True, score_dtype: str = "auto") -> None:
         checks = [(mode in MODES, f"mode must be one of {MODES}"),
                   (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),

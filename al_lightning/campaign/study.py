@@ -38,6 +38,7 @@ class StudyConfig:
     reference: str = "random"
     campaign_root: str = "logs/study"
     output: str = "docs/results"
+    analysis: Dict = field(default_factory=dict)  # the prespecified analysis (campaign/study_report.py)
 
     @classmethod
     def load(cls, path: Path) -> "StudyConfig":
@@ -93,18 +94,28 @@ def run_campaign(args: List[str]) -> int:
                               env=env).returncode
 
 
-def _execute(todo: List[tuple], jobs: int, executor: str, folder: Path) -> List[int]:
-    """Exit statuses of the campaigns in ``todo`` ((key, args) pairs), ``jobs`` at a time."""
+def _execute(todo: List[tuple], jobs: int, executor: str, folder: Path, done) -> List[int]:
+    """Exit statuses of the campaigns in ``todo`` ((key, args) pairs), ``jobs`` at a time;
+    ``done(key)`` runs as soon as a campaign has finished (its summary is kept at once)."""
     if executor == "submitit":  # one job per campaign: SLURM where there is one, local processes otherwise
         import submitit
 
         ex = submitit.AutoExecutor(folder=str(folder))
         ex.update_parameters(slurm_array_parallelism=jobs, cpus_per_task=1, timeout_min=24 * 60)
-        return [j.result() for j in ex.map_array(run_campaign, [a for _, a in todo])]
+        codes = []
+        for (key, _), job in zip(todo, ex.map_array(run_campaign, [a for _, a in todo])):
+            codes.append(job.result())
+            done(key)
+        return codes
     from concurrent.futures import ThreadPoolExecutor  # threads wait; each campaign is its own process
 
+    def one(item):
+        code = run_campaign(item[1])
+        done(item[0])
+        return code
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_campaign, [a for _, a in todo]))
+        return list(pool.map(one, todo))
 
 
 def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: bool = False) -> Path:
@@ -123,11 +134,13 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
     if not report_only:
         runs = [((scen, label, seed), campaign_args(cfg, base, root, scen, label, seed, extra))
                 for scen, label, seed, extra in campaign_runs(cfg)]
-        todo = [(key, args) for key, args in runs if not _complete(root, *key)]
+        # seed-major order: an interrupted study leaves whole seeds (every arm), i.e. paired comparisons
+        order = {seed: i for i, seed in enumerate(cfg.seeds)}
+        todo = sorted([(key, args) for key, args in runs if not _complete(root, *key)], key=lambda t: order[t[0][2]])
         print(f"[study {cfg.name}] {len(runs) - len(todo)} of {len(runs)} campaigns complete; "
               f"running {len(todo)}, {jobs} at a time", flush=True)
         t0 = time.perf_counter()
-        codes = _execute(todo, jobs, executor, root / "submitit")
+        codes = _execute(todo, jobs, executor, root / "submitit", lambda key: keep_summary(root, out, *key))
         for (key, _), code in zip(todo, codes):
             if code != 0:
                 raise RuntimeError(f"study {cfg.name}: campaign {'/'.join(map(str, key))} failed (exit {code}); "
@@ -219,6 +232,12 @@ def write_results(cfg: StudyConfig, out: Path) -> None:
     table = summarise(cfg, runs)
     write_json(out / "results.json", {"study": cfg.name, "reference": cfg.reference, "table": table})
     (out / "results.md").write_text(results_markdown(cfg, table))
+    if cfg.analysis and "default" in runs:
+        from al_lightning.campaign.study_report import analyse, markdown
+
+        result = analyse(runs["default"], cfg.analysis, cfg.reference)
+        write_json(out / "analysis.json", result)
+        (out / "analysis.md").write_text(markdown(cfg.name, result))
     for scen, strategies in runs.items():
         plot_study_curves(strategies, out / f"curves_{scen}.png", cfg.name + (f" ({scen})" if scen != "default" else ""))
 

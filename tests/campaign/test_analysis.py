@@ -58,3 +58,23 @@ def test_label_savings_in_structures_and_atoms():
     assert a["random_needs"] == 400.0 and a["arm_used"] == 400.0 and a["savings"] == 0.0
     better = _state([10, 20, 30], [1.0, 0.5, 0.2])
     assert label_savings(random, better, ["test_id"], rounds=2)["censored"] is True
+
+
+def test_prespecified_analysis_on_synthetic_campaigns():
+    from al_lightning.campaign.study_report import analyse, markdown
+
+    rng = np.random.default_rng(1)
+    runs = {arm: {seed: _state([30, 50, 70, 90], list(base + rng.normal(0, 0.01, 4)), atoms=[300, 520, 730, 950])
+                  for seed in range(6)}
+            for arm, base in (("random", np.array([1.0, 0.8, 0.7, 0.6])), ("ntk_ef", np.array([1.0, 0.7, 0.6, 0.5])),
+                              ("ntk_e", np.array([1.0, 0.8, 0.7, 0.6])), ("oracle", np.array([1.0, 0.6, 0.5, 0.4])))}
+    spec = {"rounds": 2, "primary": [["ntk_ef", "random"], ["ntk_ef", "ntk_e"]], "controls": ["oracle"]}
+    res = analyse(runs, spec, "random")
+    assert len(res["primary"]) == 4 and all(v["n"] == 6 for v in res["primary"].values())
+    assert {k: v["p_holm"] for k, v in res["primary"].items()} == holm({k: v["p_t"] for k, v in res["primary"].items()})
+    auc = lambda arm, s: endpoint_auc(runs[arm][s], ["test_id"], 2)  # noqa: E731
+    assert res["primary"]["ntk_ef vs random / test_id"]["mean"] == pytest.approx(
+        np.mean([auc("ntk_ef", s) - auc("random", s) for s in range(6)]))
+    assert res["primary"]["ntk_ef vs random / test_id"]["mean"] < 0 and res["controls"]["oracle vs random / test_id"]["mean"] < 0
+    assert res["savings"]["ntk_ef / test_id / structures"]["mean"] > 0
+    assert "| ntk_ef vs random / test_id | 6 |" in markdown("s", res)

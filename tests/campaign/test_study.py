@@ -39,11 +39,12 @@ def test_study_config_errors(tmp_path):
 def _tiny_study(tmp_path, name):
     study = {"study": {
         "name": "tiny", "base_config": str(ROOT / "configs" / "smoke.yaml"), "seeds": [0, 1],
-        "overrides": ["--trainer.max_epochs=1", "--campaign.rounds=1", "--campaign.budget=4",
+        "overrides": ["--trainer.max_epochs=1", "--campaign.rounds=2", "--campaign.budget=4",
                       "--campaign.export_models=false"],
         "strategies": {"random": ["--campaign.strategy=random"],
                        "ntk_ef": ["--campaign.strategy=pv_lcmd",
                                   "--campaign.strategy_kwargs={shortlist: 20, calibration: false}"]},
+        "analysis": {"rounds": 2, "primary": [["ntk_ef", "random"]]},
         "campaign_root": str(tmp_path / name / "runs"), "output": str(tmp_path / name / "out")}}
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(study))
@@ -75,7 +76,10 @@ def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
     assert m["diff_to_ref"] == pytest.approx(np.mean(np.array(finals[:2]) - np.array(finals[2:])))
     assert (out1 / "curves_default.png").read_bytes()[:4] == b"\x89PNG"
     assert "| ntk_ef |" in (out1 / "results.md").read_text()
-    tables = {n: (out1 / n).read_bytes() for n in ("results.json", "results.md")}
+    analysis = json.loads((out1 / "analysis.json").read_text())
+    assert set(analysis["primary"]) == {"ntk_ef vs random / test_id", "ntk_ef vs random / ood_pooled"}
+    assert "ntk_ef / test_id / atoms" in analysis["savings"]
+    tables = {n: (out1 / n).read_bytes() for n in ("results.json", "results.md", "analysis.json", "analysis.md")}
     import shutil
 
     shutil.rmtree(tmp_path / "one" / "runs")  # a replaced machine: only the committed summaries are left
