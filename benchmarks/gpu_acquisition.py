@@ -28,7 +28,6 @@ import al_lightning  # noqa: E402,F401  (mace before e3nn)
 from bench_acquisition import chunks, precision  # noqa: E402
 from bench_features import build_model, make_batch, slabs, sync  # noqa: E402
 
-from al_lightning.acquisition import score_pool, select_lcmd  # noqa: E402
 from al_lightning.features import FeatureSpec, pool_step, resolve_params  # noqa: E402
 
 FULL = dict(structures=20_000, pool=200_000, p=1024, k=50_000, b=1250, batch=32, n_train=2000, chunk=8192,
@@ -57,23 +56,36 @@ def bench_features(cfg: dict, device: str) -> dict:
 
 
 def bench_pv_lcmd(cfg: dict, device: str) -> dict:
-    """PV over the full synthetic pool with a running top-K, then LCMD of B from K."""
-    prec = precision(cfg["p"], cfg["n_train"], cfg["chunk"])
-    prec = type(prec)(chol=prec.chol.to(device), lam=prec.lam, n_rows=prec.n_rows, trace=prec.trace)
+    """The engine's own path on synthetic rows: PVScorer (float64 factor, float32 solves when the
+    bound allows) → StreamingTopK on the device → merged_shortlist → LCMD of B (scorer.choose)."""
+    from al_lightning.acquisition import AcquisitionContext, PVStrategy, gram_partial
+    from al_lightning.acquisition.callback import merged_shortlist
+    from al_lightning.acquisition.pv import PVScorer
+    from al_lightning.acquisition.topk import StreamingTopK
+    from al_lightning.features import PoolRows
 
-    def on_device():
-        for ids, rows, vecs in chunks(cfg["pool"], cfg["p"], cfg["chunk"], seed=1):
-            yield ids, rows.to(device), vecs.to(device)
-
-    sync(device)
+    prec = precision(cfg["p"], cfg["n_train"], cfg["chunk"]).to(device)
+    train = next(chunks(cfg["n_train"], cfg["p"], cfg["n_train"], seed=7))[1].double()
+    gram = gram_partial(train)
+    bound = prec.float32_error_bound(gram.gram.to(device))
+    strategy = PVStrategy(shortlist=cfg["k"], calibration=False)
+    scorer = PVScorer(strategy, None, cfg["k"], prec, train.to(device), gram,
+                      torch.float32 if bound <= 1e-3 else torch.float64, bound, 0.0)
+    ctx = AcquisitionContext(None, None, 0, 0, cfg["b"], None, device=torch.device(device))
+    top, spent = StreamingTopK(cfg["k"], vector_dtype=torch.float32), 0.0
+    for ids, rows, vecs in chunks(cfg["pool"], cfg["p"], cfg["chunk"], seed=1):
+        rows, vecs, ids = rows.to(device), vecs.to(device), ids.to(device)  # generation and copy not timed
+        sync(device)
+        t0 = time.perf_counter()
+        top.update(*scorer.score(None, PoolRows(ids, rows, vecs, None, None)))
+        sync(device)
+        spent += time.perf_counter() - t0
     t0 = time.perf_counter()
-    top = score_pool(on_device(), prec, cfg["k"], vector_dtype=torch.float32)
+    merged = merged_shortlist(ctx, top.result(), cfg["k"])
+    picks = scorer.choose(merged, cfg["b"])
     sync(device)
-    t_pv = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    picks = select_lcmd(top.vectors.to(device), cfg["b"])
-    sync(device)
-    return {"pv_seconds": t_pv, "lcmd_seconds": time.perf_counter() - t0, "picked": int(picks.numel())}
+    return {"pv_seconds": spent, "lcmd_seconds": time.perf_counter() - t0, "picked": int(len(picks)),
+            "float32_scoring": scorer.score_dtype == torch.float32, "float32_error_bound": bound}
 
 
 def main() -> None:
