@@ -102,6 +102,7 @@ class AcquisitionResult:
     seconds: Dict[str, float] = field(default_factory=dict)
     resumed: bool = False
     fits: List[Dict[str, Any]] = field(default_factory=list)  # extra fits the strategy ran (committee members)
+    scalars: Dict[str, float] = field(default_factory=dict)  # the strategy's diagnostics scalars
 
 
 class AcquisitionCallback(pl.Callback):
@@ -122,8 +123,10 @@ class AcquisitionCallback(pl.Callback):
         stored = self.labeler.stored_selection(self.round) if self.labeler is not None else None
         ids = stored if stored is not None else self._select(trainer, pl_module, dm)
         t1 = time.perf_counter()
+        diagnostics = self.selection.diagnostics if self.selection else {}
         self.result = AcquisitionResult(self.round, ids, resumed=stored is not None,
-                                        fits=list((self.selection.diagnostics if self.selection else {}).get("members", [])))
+                                        fits=list(diagnostics.get("members", [])),
+                                        scalars=dict(diagnostics.get("scalars", {})))
         self.result.seconds = {"acquire": t1 - t0, **(self.selection.seconds if self.selection else {})}
         if self.labeler is not None:
             self._label(trainer, dm, ids)

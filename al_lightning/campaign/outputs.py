@@ -129,3 +129,29 @@ def log_diagnostics(tb_dir: Path, round_: int, diagnostics: Dict) -> None:
                                          global_step=round_)
     finally:
         writer.close()
+
+
+def selection_descriptors(acquired: List, labeled_before: List) -> Dict[str, float]:
+    """What a round bought, from the labels: mean atoms, mean label max |F| (eV/Å) and energy per
+    atom, trajectories (``info['system_key']``) covered, and the share of frames whose trajectory was
+    already labeled or picked twice in the round (near-duplicates)."""
+    from al_lightning import keys as K
+
+    if not acquired:
+        return {}
+    fmax = [float(np.linalg.norm(a.arrays[K.REF_FORCES], axis=1).max()) for a in acquired if K.REF_FORCES in a.arrays]
+    epa = [float(a.info[K.REF_ENERGY]) / len(a) for a in acquired if K.REF_ENERGY in a.info]
+    out = {"n": len(acquired), "atoms_mean": float(np.mean([len(a) for a in acquired]))}
+    if fmax:
+        out["label_max_force_mean"] = float(np.mean(fmax))
+    if epa:
+        out["label_energy_per_atom_mean"] = float(np.mean(epa))
+    keys = [a.info.get("system_key") for a in acquired]
+    if all(k is not None for k in keys):
+        before = {a.info.get("system_key") for a in labeled_before}
+        seen, dup = set(before), 0
+        for k in keys:
+            dup += k in seen
+            seen.add(k)
+        out.update(systems=len(set(keys)), near_duplicates=dup / len(keys))
+    return out

@@ -307,6 +307,9 @@ class Campaign:
                   "fit_seconds": round(time.perf_counter() - t0 - spent, 2),
                   "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
                   "label_seconds": round(result.seconds.get("label", 0.0), 2)}
+        if result.selected:  # what was bought (from its labels), and the strategy's logged scalars
+            record["acquired"] = outputs.selection_descriptors(self.dm.labeled_structures()[n_labeled:], labeled)
+            record["acquisition"] = {k: float(v) for k, v in result.scalars.items()}
         if result.fits:  # a committee's member fits: their cost is in acquire_seconds
             record["member_fits"] = [{k: f[k] for k in ("name", "seed", "epochs", "best_epoch") if k in f}
                                      for f in result.fits]

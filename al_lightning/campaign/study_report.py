@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+import numpy as np
+
 from al_lightning.campaign.analysis import (OOD_SPLITS, endpoint_auc, holm, label_savings, paired_test,
                                             savings_summary)
 
@@ -71,9 +73,33 @@ def savings(runs: Dict, spec: Dict, reference: str) -> Dict:
     return out
 
 
+DESCRIPTORS = ("atoms_mean", "label_max_force_mean", "label_energy_per_atom_mean", "systems", "near_duplicates")
+
+
+def selections(runs: Dict, spec: Dict) -> Dict:
+    """Per arm: the rounds' ``acquired`` descriptors and the test_id calibration Spearman, averaged
+    over the acquisition rounds 0..R-1 and the campaigns that recorded them (``campaigns``)."""
+    r = int(spec["rounds"])
+    out = {}
+    for arm, seeds in runs.items():
+        recs = [rec for st in seeds.values() for rec in st["rounds"] if rec["round"] < r and "acquired" in rec]
+        if not recs:
+            continue
+        row = {k: float(np.mean([rec["acquired"][k] for rec in recs if k in rec["acquired"]]))
+               for k in DESCRIPTORS if any(k in rec["acquired"] for rec in recs)}
+        cal = [rec["acquisition"]["calibration/test_id/spearman_pv_force_error"] for rec in recs
+               if "calibration/test_id/spearman_pv_force_error" in rec.get("acquisition", {})]
+        if cal:
+            row["calibration_test_id"] = float(np.mean(cal))
+        row["campaigns"] = sum(any("acquired" in rec for rec in st["rounds"]) for st in seeds.values())
+        out[arm] = row
+    return out
+
+
 def analyse(runs: Dict, spec: Dict, reference: str) -> Dict:
     return {"rounds": int(spec["rounds"]), "primary": primary(runs, spec),
-            "controls": controls(runs, spec, reference), "savings": savings(runs, spec, reference)}
+            "controls": controls(runs, spec, reference), "savings": savings(runs, spec, reference),
+            "selections": selections(runs, spec)}
 
 
 def markdown(study: str, result: Dict) -> str:
@@ -98,4 +124,10 @@ def markdown(study: str, result: Dict) -> str:
     for k, v in result["savings"].items():
         lines.append(f"| {k} | {v['n']} | {v['mean']:+.1f} | ± {v['ci95']:.1f} | {v['fraction_of_arm_labels']:+.1%} | "
                      f"{v['censored_seeds']} |")
+    lines += ["", "## What each rule bought (from the labels; mean over acquisition rounds and campaigns)", "",
+              "| arm | campaigns | atoms | label max \\|F\\| (eV/Å) | energy/atom (eV) | trajectories per batch | near-duplicates | "
+              "calibration Spearman (test_id) |", "|---|---|---|---|---|---|---|---|"]
+    for arm, v in result.get("selections", {}).items():
+        cells = [f"{v[k]:.3g}" if k in v else "–" for k in (*DESCRIPTORS, "calibration_test_id")]
+        lines.append(f"| {arm} | {v['campaigns']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -78,3 +78,9 @@ def test_prespecified_analysis_on_synthetic_campaigns():
     assert res["primary"]["ntk_ef vs random / test_id"]["mean"] < 0 and res["controls"]["oracle vs random / test_id"]["mean"] < 0
     assert res["savings"]["ntk_ef / test_id / structures"]["mean"] > 0
     assert "| ntk_ef vs random / test_id | 6 |" in markdown("s", res)
+    for seed, st in runs["ntk_ef"].items():  # rounds that recorded what they bought
+        for rec, systems in zip(st["rounds"][:2], (3, 5)):
+            rec["acquired"] = {"atoms_mean": 10.0 + seed, "systems": systems, "near_duplicates": 0.1}
+    sel = analyse(runs, spec, "random")["selections"]
+    assert set(sel) == {"ntk_ef"} and sel["ntk_ef"]["campaigns"] == 6
+    assert sel["ntk_ef"]["systems"] == pytest.approx(4.0) and sel["ntk_ef"]["atoms_mean"] == pytest.approx(12.5)
