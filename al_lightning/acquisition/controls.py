@@ -73,6 +73,8 @@ class SystemSampler(Strategy):
         return None
 
     def pick(self, ctx: AcquisitionContext) -> np.ndarray:
+        if ctx.budget > len(ctx.candidates):
+            raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
         pool = ctx.datamodule.structure_file("pool")
         system = {int(i): str(pool.raw(int(i)).info.get(self.key, int(i))) for i in ctx.candidates}
         seen = {str(pool.raw(int(i)).info.get(self.key, int(i))) for i in ctx.datamodule.labeled_ids}

@@ -80,9 +80,14 @@ def ordered_sum(comm: Comm, n_batches: int, partial_of) -> Any:
 
 
 def to_cpu(x: Any) -> Any:
-    """Tensors (also inside tuples / lists / dicts) moved to CPU, for object collectives."""
+    """Tensors (also inside tuples / lists / dicts / dataclasses such as TopK) moved to CPU, for
+    object collectives (a pickled CUDA tensor would be unpickled on the sender's GPU)."""
+    import dataclasses
+
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: to_cpu(getattr(x, f.name)) for f in dataclasses.fields(x)})
     if isinstance(x, (list, tuple)):
         return type(x)(to_cpu(v) for v in x)
     if isinstance(x, dict):

@@ -43,6 +43,8 @@ def training_side(ctx, spec: FeatureSpec, rel_lambda: float, batch_size: int
     """(Precision on ``ctx.device``, LCMD vectors (n_T, d) float64 on ``ctx.device``, the Gram),
     the same on every rank. Partials cross ranks on the CPU (object collectives)."""
     dataset = ctx.datamodule.labeled_dataset()
+    if len(dataset) == 0:
+        raise ValueError("posterior variance needs a labeled set: the initial split is empty")
     sampler = ShardBatches(np.arange(len(dataset)), batch_size, ctx.comm.rank, ctx.comm.world)
     mine = predict_batches(ctx, dataset, sampler, spec)
 

@@ -32,6 +32,9 @@ def curve(state: Dict, splits: Sequence[str], metric: str = "forces_mae", x: str
 def endpoint_auc(state: Dict, splits: Sequence[str], rounds: int, metric: str = "forces_mae") -> float:
     """Trapezoid area under the curve over rounds 1..``rounds``, divided by its label range
     (= the mean error over that range). Needs at least rounds 1 and 2."""
+    if not any(r["round"] == rounds for r in state["rounds"]):
+        raise ValueError(f"endpoint AUC over rounds 1..{rounds}: the campaign stops at round "
+                         f"{state['rounds'][-1]['round']}")
     x, y = curve(state, splits, metric, rounds=rounds)
     x, y = x[1:], y[1:]
     if len(x) < 2:

@@ -293,6 +293,7 @@ class Campaign:
                                                 FaultCallback()])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
+        t_fit = time.perf_counter() - t0
         result = acquisition.result if acquisition else AcquisitionResult(r, [])
         if acquisition:
             self._record_failures(r, result)
@@ -304,7 +305,7 @@ class Campaign:
         record = {"round": r, "n_labeled": n_labeled, "n_labeled_atoms": n_atoms, "selected_ids": [int(i) for i in result.selected],
                   "metrics": metrics, "epochs": int(trainer.current_epoch),
                   "best_epoch": best.best_epoch if best else None,
-                  "fit_seconds": round(time.perf_counter() - t0 - spent, 2),
+                  "fit_seconds": round(t_fit - spent, 2),
                   "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
                   "label_seconds": round(result.seconds.get("label", 0.0), 2)}
         if result.selected:  # what was bought (from its labels), and the strategy's logged scalars

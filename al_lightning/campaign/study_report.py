@@ -66,7 +66,8 @@ def savings(runs: Dict, spec: Dict, reference: str) -> Dict:
         seeds = _common(runs[arm], runs.get(reference, {}))
         for name, splits in ENDPOINTS.items():
             for unit, x in (("structures", "n_labeled"), ("atoms", "n_labeled_atoms")):
-                if len(seeds) < 2 or any(x not in st["rounds"][0] for st in runs[arm].values()):
+                states = [runs[arm][s] for s in seeds] + [runs[reference][s] for s in seeds]
+                if len(seeds) < 2 or any(x not in rec for st in states for rec in st["rounds"]):
                     continue
                 vals = [label_savings(runs[reference][s], runs[arm][s], splits, r, x=x) for s in seeds]
                 out[f"{arm} / {name} / {unit}"] = savings_summary(vals)

@@ -190,6 +190,8 @@ class ActiveDataModule(pl.LightningDataModule):
 
     def initial_indices(self) -> List[int]:
         """Records of the ``initial`` file that start the labeled set (all, or a seeded subset)."""
+        if getattr(self, "_initial", None) is not None:
+            return list(self._initial)
         n = len(self.structure_file("initial"))
         if self.initial_size is None:
             return list(range(n))
@@ -255,6 +257,7 @@ class ActiveDataModule(pl.LightningDataModule):
         with ``bootstrap``, a seeded bootstrap resample of the labeled set for training
         (validation, tests and the pool unchanged; nothing is copied but the settings)."""
         view = copy.copy(self)
+        view._initial = self.initial_indices()  # the main model's labeled set, whatever the view's seed
         view.trainer, view.seed = None, int(seed)
         n = len(self.labeled_structures())
         view.train_indices = np.random.default_rng(seed).integers(0, n, n).tolist() if bootstrap else None

@@ -133,3 +133,20 @@ def test_initial_size_draws_a_seeded_subset_of_the_initial_file(tiny_spec, tiny_
         ActiveDataModule(emt=tiny_spec, initial_size=999).labeled_structures()
     with pytest.raises(ValueError, match="initial_size must be >= 1"):
         ActiveDataModule(emt=tiny_spec, initial_size=0)
+
+
+def test_member_view_keeps_the_labeled_set_and_changes_only_the_batch_order(tiny_spec, tiny_paths):
+    dm = ActiveDataModule(emt=tiny_spec, initial_size=5, seed=3)
+    view = dm.member_view(seed=12345)
+    assert view.initial_indices() == dm.initial_indices() and view.seed == 12345 and dm.seed == 3
+    boot = dm.member_view(seed=7, bootstrap=True)
+    assert boot.initial_indices() == dm.initial_indices() and len(boot.train_indices) == 5
+
+
+def test_to_cpu_moves_dataclass_fields():
+    from al_lightning.acquisition.distributed import to_cpu
+    from al_lightning.acquisition.topk import TopK
+
+    top = TopK(torch.ones(2, dtype=torch.float64), torch.arange(2), None)
+    moved = to_cpu(top)
+    assert isinstance(moved, TopK) and torch.equal(moved.ids, top.ids) and moved.vectors is None
