@@ -60,10 +60,13 @@ def truth(ctx):
     err, fmax = [], []
     for batch, out in predict_batches(ctx, ds, ShardBatches(np.arange(len(ds)), 64), None):
         f, g = out[K.OUT_FORCES], batch[K.BATCH]
-        per = (f - batch[K.FORCES]).abs().mean(1)
+        free = batch[K.FREE_MASK].to(f.dtype)  # free atoms only, as OracleScorer and split_calibration
+        per = (f - batch[K.FORCES]).abs().mean(1) * free
         n = int(batch[K.NUM_ATOMS].numel())
-        err.append(torch.zeros(n, dtype=per.dtype).index_add_(0, g, per) / batch[K.NUM_ATOMS])
-        fmax.append(torch.zeros(n, dtype=f.dtype).index_reduce_(0, g, f.norm(dim=1), "amax", include_self=False))
+        cnt = torch.zeros(n, dtype=per.dtype, device=per.device).index_add_(0, g, free)
+        err.append((torch.zeros_like(cnt).index_add_(0, g, per) / cnt.clamp_min(1)).cpu())
+        fmax.append(torch.zeros(n, dtype=f.dtype, device=f.device)
+                    .index_reduce_(0, g, f.norm(dim=1) * free, "amax", include_self=False).cpu())
     pool = ctx.datamodule.structure_file("pool")
     keys = [str(pool.raw(i).info.get("system_key", i)) for i in range(len(pool))]
     return torch.cat(err).numpy(), torch.cat(fmax).numpy(), np.array(keys)
