@@ -136,7 +136,9 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
                 for scen, label, seed, extra in campaign_runs(cfg)]
         # seed-major order: an interrupted study leaves whole seeds (every arm), i.e. paired comparisons
         order = {seed: i for i, seed in enumerate(cfg.seeds)}
-        todo = sorted([(key, args) for key, args in runs if not _complete(root, *key)], key=lambda t: order[t[0][2]])
+        # finished = a complete campaign here or a committed summary (a replaced machine keeps only those)
+        todo = sorted([(key, args) for key, args in runs if not (_complete(root, *key) or _kept(out, *key))],
+                      key=lambda t: order[t[0][2]])
         print(f"[study {cfg.name}] {len(runs) - len(todo)} of {len(runs)} campaigns complete; "
               f"running {len(todo)}, {jobs} at a time", flush=True)
         t0 = time.perf_counter()
@@ -157,6 +159,11 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
 
 def _complete(root: Path, scen: str, label: str, seed: int) -> bool:
     state = root / scen / label / f"seed{seed}" / "campaign.json"
+    return state.exists() and json.loads(state.read_text()).get("status") == "complete"
+
+
+def _kept(out: Path, scen: str, label: str, seed: int) -> bool:
+    state = out / "campaigns" / scen / label / f"seed{seed}.json"
     return state.exists() and json.loads(state.read_text()).get("status") == "complete"
 
 

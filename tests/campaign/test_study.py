@@ -87,6 +87,9 @@ def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
         (out1 / n).unlink()
     run_study(_tiny_study(tmp_path, "one"), report_only=True)
     assert {n: (out1 / n).read_bytes() for n in tables} == tables
+    run_study(_tiny_study(tmp_path, "one"), jobs=2)  # resumes from the summaries alone: reruns nothing
+    assert not (tmp_path / "one" / "runs" / "tiny" / "default").exists()
+    assert {n: (out1 / n).read_bytes() for n in tables} == tables
     mtime = (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns
     run_study(_tiny_study(tmp_path, "two"), jobs=2)  # resumes: finished campaigns are not rerun
     assert (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns == mtime
