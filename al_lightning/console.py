@@ -49,6 +49,18 @@ def round_summary(record: dict) -> str:
     return " | ".join(parts)
 
 
+def stalled_round(record: dict) -> "str | None":
+    """A warning when a round (after the first) kept the weights of its first epoch although it
+    ran on: its new labels pushed val/loss up and the fit never came back below that, so the
+    round's labels are barely learned (docs/results/PROTOCOL.md, amendment 2). None otherwise."""
+    best, epochs = record.get("best_epoch"), record.get("epochs")
+    if record.get("round", 0) == 0 or best is None or epochs is None or best > 0 or epochs < 3:
+        return None
+    return (f"round {record['round']} kept the weights of its first epoch (of {epochs}): val/loss rose on the new "
+            "labels and never recovered, so they are barely learned; give rounds more epochs "
+            "(trainer.max_epochs, campaign.early_stopping_patience: null) or another model.lr")
+
+
 def campaign_start(name: str, directory, start: int, rounds: int, done: list, selection_stored: bool = False) -> str:
     """The line a campaign opens with: a fresh start, "resuming at round k" or "nothing to do".
     ``selection_stored``: round ``start`` already chose its structures (a crash or a file hand-off

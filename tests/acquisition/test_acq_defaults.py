@@ -21,9 +21,10 @@ def test_ablation_and_study_seeds_are_disjoint():
     ablation = yaml.safe_load((ROOT / "configs" / "ablation_stage2.yaml").read_text())["study"]
     study = yaml.safe_load((ROOT / "configs" / "study_ntk.yaml").read_text())["study"]
     pilot = yaml.safe_load((ROOT / "configs" / "study_pilot.yaml").read_text())["study"]
+    validity = yaml.safe_load((ROOT / "configs" / "study_validity.yaml").read_text())["study"]
     data_seed = [o for o in study["overrides"] if o.startswith("--data.emt.seed=")]
     assert data_seed and data_seed != [o for o in ablation["overrides"] if o.startswith("--data.emt.seed=")]
-    assert not set(study["seeds"]) & (set(ablation["seeds"]) | set(pilot["seeds"]))
+    assert not set(study["seeds"]) & (set(ablation["seeds"]) | set(pilot["seeds"]) | set(validity["seeds"]))
     assert len(study["seeds"]) >= 10
     for doc in ("results/PROTOCOL.md", "results/ablation/PROTOCOL.md"):
         text = (ROOT / "docs" / doc).read_text()

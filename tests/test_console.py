@@ -1,0 +1,29 @@
+"""Console lines: the stalled-round warning fires exactly when a later round kept its first epoch."""
+
+import pytest
+
+from al_lightning.console import round_summary, stalled_round
+
+
+def _record(round_, epochs, best):
+    return {"round": round_, "n_labeled": 50, "epochs": epochs, "best_epoch": best, "fit_seconds": 12.0,
+            "metrics": {"test_id/forces_mae": 0.1}, "selected_ids": []}
+
+
+@pytest.mark.parametrize("round_,epochs,best,fires", [
+    (1, 11, 0, True),     # early stopping at patience 10 after a first-epoch best (the v1 study's failure)
+    (3, 40, 0, True),     # a full 40-epoch round that never beat its first epoch
+    (1, 40, 1, False),    # best at the second epoch: it did learn something after the first
+    (0, 40, 0, False),    # round 0 has no new labels
+    (2, 2, 0, False),     # too short to tell
+    (2, 40, None, False),  # no best-weights record
+])
+def test_stalled_round_warning(round_, epochs, best, fires):
+    msg = stalled_round(_record(round_, epochs, best))
+    assert (msg is not None) == fires
+    if fires:
+        assert f"round {round_}" in msg and f"of {epochs}" in msg and "max_epochs" in msg
+
+
+def test_round_summary_shows_best_epoch_one_based():
+    assert "11 epochs (best 1)" in round_summary(_record(1, 11, 0))
