@@ -231,12 +231,22 @@ def summarise(cfg: StudyConfig, runs: Dict) -> Dict:
     return table
 
 
+def cut_rounds(runs: Dict, rounds) -> Dict:
+    """``runs`` with every campaign cut to rounds 0..``rounds`` (None: as they are), so that the
+    tables compare every arm at the same labels although the reference ran longer (for savings)."""
+    if rounds is None:
+        return runs
+    return {scen: {label: {seed: {**state, "rounds": [r for r in state["rounds"] if r["round"] <= int(rounds)]}
+                           for seed, state in seeds.items()} for label, seeds in strategies.items()}
+            for scen, strategies in runs.items()}
+
+
 def write_results(cfg: StudyConfig, out: Path) -> None:
     """results.json, results.md and learning-curve PNGs under ``out``, from ``out/campaigns``."""
     from al_lightning.campaign.outputs import write_json
 
     runs = collect(cfg, out)
-    table = summarise(cfg, runs)
+    table = summarise(cfg, cut_rounds(runs, cfg.analysis.get("rounds")))
     write_json(out / "results.json", {"study": cfg.name, "reference": cfg.reference, "table": table})
     (out / "results.md").write_text(results_markdown(cfg, table))
     if cfg.analysis and "default" in runs:
@@ -250,16 +260,19 @@ def write_results(cfg: StudyConfig, out: Path) -> None:
 
 
 def results_markdown(cfg: StudyConfig, table: Dict) -> str:
+    cut = f"rounds 0..{cfg.analysis['rounds']} of every campaign (a longer reference is cut); " if cfg.analysis.get(
+        "rounds") is not None else ""
     lines = [f"# Study `{cfg.name}`", "",
-             f"Mean ± std over seeds {cfg.seeds}; Δ = paired difference to `{cfg.reference}` (same seed), "
+             f"{cut}mean ± std over each row's seeds (n: their number, of {cfg.seeds}); "
+             f"Δ = paired difference to `{cfg.reference}` (same seed), "
              "± its 95% t-interval half width; negative Δ = lower error than the reference. "
              "AUC = mean error over the learning curve. Energies eV/atom, forces eV/Å.", ""]
     for scen, strategies in table.items():
         splits = sorted({k.split("/")[0] for s in strategies.values() for k in s["metrics"]})
         for metric in ("forces_mae", "energy_mae"):
             for kind in ("final", "auc"):
-                lines += [f"## {scen}: {metric} ({kind})", "", "| strategy | " + " | ".join(splits) + " | time (s) |",
-                          "|---|" + "---|" * (len(splits) + 1)]
+                lines += [f"## {scen}: {metric} ({kind})", "",
+                          "| strategy | n | " + " | ".join(splits) + " | time (s) |", "|---|---|" + "---|" * (len(splits) + 1)]
                 for label, rows in strategies.items():
                     cells = []
                     for split in splits:
@@ -271,7 +284,7 @@ def results_markdown(cfg: StudyConfig, table: Dict) -> str:
                         if label != cfg.reference and np.isfinite(m["diff_to_ref"]):
                             cell += f" (Δ {m['diff_to_ref']:+.4f} ± {m['diff_95']:.4f})"
                         cells.append(cell)
-                    lines.append(f"| {label} | " + " | ".join(cells) + f" | {rows['seconds']:.0f} |")
+                    lines.append(f"| {label} | {len(rows['seeds'])} | " + " | ".join(cells) + f" | {rows['seconds']:.0f} |")
                 lines.append("")
     return "\n".join(lines)
 

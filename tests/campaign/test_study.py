@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from al_lightning.campaign.study import StudyConfig, auc, paired_interval, run_study
+from al_lightning.campaign.study import StudyConfig, auc, cut_rounds, paired_interval, run_study, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,26 @@ def test_paired_interval_by_hand():
     mean, hw = paired_interval(d)
     assert mean == pytest.approx(-0.2)
     assert hw == pytest.approx(4.302652729911275 * 0.1 / np.sqrt(3))
+
+
+def test_tables_compare_arms_at_the_analysis_rounds():
+    """A reference run longer (for label savings) is cut to R rounds in the tables: its final is round R."""
+    def state(errors):
+        return {"rounds": [{"round": i, "n_labeled": 10 * (i + 1), "metrics": {"test_id/forces_mae": e}}
+                           for i, e in enumerate(errors)]}
+
+    runs = {"default": {"random": {0: state([4.0, 3.0, 2.0, 1.0]), 1: state([4.0, 3.5, 3.0, 2.0])},
+                        "a": {0: state([4.0, 2.5, 2.0]), 1: state([4.0, 3.0, 2.5])}}}
+    cfg = StudyConfig(name="x", base_config="b.yaml", seeds=[0, 1], strategies={"random": [], "a": []},
+                      analysis={"rounds": 2})
+    table = summarise(cfg, cut_rounds(runs, 2))["default"]
+    assert table["random"]["metrics"]["test_id/forces_mae/final"]["mean"] == pytest.approx(2.5)
+    assert table["a"]["metrics"]["test_id/forces_mae/final"]["diff_to_ref"] == pytest.approx(-0.25)
+    assert table["a"]["metrics"]["test_id/forces_mae/auc"]["diff_to_ref"] == pytest.approx(
+        np.mean([auc(runs["default"]["a"][s], "test_id/forces_mae") - auc(cut_rounds(runs, 2)["default"]["random"][s],
+                                                                          "test_id/forces_mae") for s in (0, 1)]))
+    assert len(runs["default"]["random"][0]["rounds"]) == 4  # the stored runs are not changed
+    assert cut_rounds(runs, None) is runs
 
 
 def test_study_config_errors(tmp_path):
