@@ -50,15 +50,21 @@ def round_summary(record: dict) -> str:
 
 
 def stalled_round(record: dict) -> "str | None":
-    """A warning when a round (after the first) kept the weights of its first epoch although it
-    ran on: its new labels pushed val/loss up and the fit never came back below that, so the
-    round's labels are barely learned (docs/results/PROTOCOL.md, amendment 2). None otherwise."""
-    best, epochs = record.get("best_epoch"), record.get("epochs")
-    if record.get("round", 0) == 0 or best is None or epochs is None or best > 0 or epochs < 3:
+    """A warning when a fit of a round after the first (the main model's, or a committee member's)
+    kept the weights of its first epoch although it ran on: its new labels pushed val/loss up and
+    the fit never came back below that, so the round's labels are barely learned
+    (docs/results/PROTOCOL.md, amendment 2). None otherwise."""
+    if record.get("round", 0) == 0:
         return None
-    return (f"round {record['round']} kept the weights of its first epoch (of {epochs}): val/loss rose on the new "
-            "labels and never recovered, so they are barely learned; give rounds more epochs "
-            "(trainer.max_epochs, campaign.early_stopping_patience: null) or another model.lr")
+    fits = [("the fit", record)] + [(f"member {f.get('name', i)}", f) for i, f in enumerate(record.get("member_fits", []))]
+    stalled = [(who, f["epochs"]) for who, f in fits
+               if f.get("best_epoch") == 0 and f.get("epochs") is not None and f["epochs"] >= 3]
+    if not stalled:
+        return None
+    which = ", ".join(f"{who} (of {n} epochs)" for who, n in stalled)
+    return (f"round {record['round']}: {which} kept the weights of its first epoch: val/loss rose on the new labels "
+            "and never recovered, so they are barely learned; give rounds more epochs (trainer.max_epochs, "
+            "campaign.early_stopping_patience: null) or another model.lr")
 
 
 def campaign_start(name: str, directory, start: int, rounds: int, done: list, selection_stored: bool = False) -> str:

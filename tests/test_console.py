@@ -25,5 +25,12 @@ def test_stalled_round_warning(round_, epochs, best, fires):
         assert f"round {round_}" in msg and f"of {epochs}" in msg and "max_epochs" in msg
 
 
+def test_stalled_member_fit_is_named():
+    record = {**_record(2, 40, 30), "member_fits": [{"name": "m0", "epochs": 40, "best_epoch": 12},
+                                                   {"name": "m1", "epochs": 40, "best_epoch": 0}]}
+    msg = stalled_round(record)
+    assert msg is not None and "member m1 (of 40 epochs)" in msg and "the fit" not in msg and "m0" not in msg
+
+
 def test_round_summary_shows_best_epoch_one_based():
     assert "11 epochs (best 1)" in round_summary(_record(1, 11, 0))

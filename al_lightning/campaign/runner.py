@@ -318,8 +318,9 @@ class Campaign:
         if self.is_zero:
             self._write_round_outputs(r, record)
             console.say(console.round_summary(record))
-            if console.stalled_round(record):
-                console.say("warning: " + console.stalled_round(record))
+            stalled = console.stalled_round(record)
+            if stalled:
+                console.say("warning: " + stalled)
         trainer.strategy.barrier()
 
     def _record_failures(self, r: int, result: AcquisitionResult) -> None:

@@ -39,6 +39,7 @@ class StudyConfig:
     campaign_root: str = "logs/study"
     output: str = "docs/results"
     analysis: Dict = field(default_factory=dict)  # the prespecified analysis (campaign/study_report.py)
+    frozen: bool = False  # a stopped study: only --report-only may run
 
     @classmethod
     def load(cls, path: Path) -> "StudyConfig":
@@ -77,6 +78,17 @@ def campaign_args(cfg: StudyConfig, base: Path, root: Path, scen: str, label: st
     return ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
             f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
             f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+
+
+def recipe(cfg: StudyConfig, base: Path, scen: str, label: str, seed: int, extra) -> str:
+    """A hash of what decides one campaign's results — the base config's text, the overrides, the
+    strategy's and scenario's arguments and the seed — never paths or the machine."""
+    import hashlib
+
+    text = cfg.resolve(base, cfg.base_config).read_text()
+    what = json.dumps({"base_config": text, "overrides": list(cfg.overrides), "extra": list(extra),
+                       "scenario": scen, "strategy": label, "seed": int(seed)}, sort_keys=True)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 def run_campaign(args: List[str]) -> int:
@@ -131,25 +143,35 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
     base = path.parent.parent if path.parent.name == "configs" else path.parent
     root = cfg.resolve(base, cfg.campaign_root) / cfg.name
     out = cfg.resolve(base, cfg.output) / cfg.name
+    if cfg.frozen and not report_only:
+        raise ValueError(f"{path}: study {cfg.name} is frozen (a stopped study, see its comments); "
+                         "only --report-only rebuilds its tables")
     if not report_only:
         runs = [((scen, label, seed), campaign_args(cfg, base, root, scen, label, seed, extra))
                 for scen, label, seed, extra in campaign_runs(cfg)]
+        recipes = {(scen, label, seed): recipe(cfg, base, scen, label, seed, extra)
+                   for scen, label, seed, extra in campaign_runs(cfg)}
         # seed-major order: an interrupted study leaves whole seeds (every arm), i.e. paired comparisons
         order = {seed: i for i, seed in enumerate(cfg.seeds)}
-        # finished = a complete campaign here or a committed summary (a replaced machine keeps only those)
-        todo = sorted([(key, args) for key, args in runs if not (_complete(root, *key) or _kept(out, *key))],
+        # finished = a complete campaign here or a committed summary (a replaced machine keeps only
+        # those), each made by this very recipe (else a one-line error: never mix configurations)
+        todo = sorted([(key, args) for key, args in runs
+                       if not (_complete(root, *key, recipes[key]) or _kept(out, *key, recipes[key]))],
                       key=lambda t: order[t[0][2]])
+        for key, _ in todo:
+            _stamp(root, *key, recipes[key])
         print(f"[study {cfg.name}] {len(runs) - len(todo)} of {len(runs)} campaigns complete; "
               f"running {len(todo)}, {jobs} at a time", flush=True)
         t0 = time.perf_counter()
-        codes = _execute(todo, jobs, executor, root / "submitit", lambda key: keep_summary(root, out, *key))
+        codes = _execute(todo, jobs, executor, root / "submitit",
+                         lambda key: keep_summary(root, out, *key, recipes[key]))
         for (key, _), code in zip(todo, codes):
             if code != 0:
                 raise RuntimeError(f"study {cfg.name}: campaign {'/'.join(map(str, key))} failed (exit {code}); "
                                    f"see {root / key[0] / key[1] / f'seed{key[2]}' / 'study.log'}")
         print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
         for key, _ in runs:
-            keep_summary(root, out, *key)
+            keep_summary(root, out, *key, recipes[key])
     elif not (out / "campaigns").is_dir():
         raise ValueError(f"study {cfg.name}: no campaign summaries under {out / 'campaigns'} to report on; "
                          "run the study first (without --report-only)")
@@ -157,25 +179,50 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
     return out
 
 
-def _complete(root: Path, scen: str, label: str, seed: int) -> bool:
-    state = root / scen / label / f"seed{seed}" / "campaign.json"
-    return state.exists() and json.loads(state.read_text()).get("status") == "complete"
+RECIPE_FILE, RECIPE_KEY = "study_recipe.txt", "study_recipe"
 
 
-def _kept(out: Path, scen: str, label: str, seed: int) -> bool:
+def _mismatch(where: Path, made: str, want: str) -> None:
+    if made != want:
+        raise ValueError(f"{where}: made by another configuration of this study (recipe {made}, the YAML now "
+                         f"gives {want}); move it away to rerun that campaign, or restore the study YAML and "
+                         "base config it was made with")
+
+
+def _stamp(root: Path, scen: str, label: str, seed: int, recipe_hash: str) -> None:
+    """Write the recipe into a campaign directory before it runs (checked on resume)."""
+    cdir = root / scen / label / f"seed{seed}"
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / RECIPE_FILE).write_text(recipe_hash + "\n")
+
+
+def _complete(root: Path, scen: str, label: str, seed: int, recipe_hash: "str | None" = None) -> bool:
+    cdir = root / scen / label / f"seed{seed}"
+    state = cdir / "campaign.json"
+    done = state.exists() and json.loads(state.read_text()).get("status") == "complete"
+    if done and recipe_hash is not None and (cdir / RECIPE_FILE).exists():  # older runs have no stamp
+        _mismatch(state, (cdir / RECIPE_FILE).read_text().strip(), recipe_hash)
+    return done
+
+
+def _kept(out: Path, scen: str, label: str, seed: int, recipe_hash: str) -> bool:
     state = out / "campaigns" / scen / label / f"seed{seed}.json"
-    return state.exists() and json.loads(state.read_text()).get("status") == "complete"
+    data = json.loads(state.read_text()) if state.exists() else {}
+    if data.get("status") == "complete" and RECIPE_KEY in data:  # older summaries have no recipe
+        _mismatch(state, data[RECIPE_KEY], recipe_hash)
+    return data.get("status") == "complete"
 
 
-def keep_summary(root: Path, out: Path, scen: str, label: str, seed: int) -> None:
-    """A finished campaign's campaign.json, copied to ``<output>/campaigns/`` (small, committed)."""
-    import shutil
+def keep_summary(root: Path, out: Path, scen: str, label: str, seed: int, recipe_hash: str) -> None:
+    """A finished campaign's campaign.json, with its recipe, kept under ``<output>/campaigns/``
+    (small, committed)."""
+    from al_lightning.campaign.outputs import write_json
 
     src = root / scen / label / f"seed{seed}" / "campaign.json"
-    if _complete(root, scen, label, seed):
+    if _complete(root, scen, label, seed, recipe_hash):
         dst = out / "campaigns" / scen / label / f"seed{seed}.json"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        write_json(dst, {**json.loads(src.read_text()), RECIPE_KEY: recipe_hash})
 
 
 def collect(cfg: StudyConfig, out: Path) -> Dict:
@@ -236,6 +283,12 @@ def cut_rounds(runs: Dict, rounds) -> Dict:
     tables compare every arm at the same labels although the reference ran longer (for savings)."""
     if rounds is None:
         return runs
+    for scen, strategies in runs.items():
+        for label, seeds in strategies.items():
+            for seed, state in seeds.items():
+                if max(r["round"] for r in state["rounds"]) < int(rounds):
+                    raise ValueError(f"study: campaign {scen}/{label}/seed{seed} stops before round {rounds} "
+                                     "(analysis.rounds); the tables would compare it at fewer labels")
     return {scen: {label: {seed: {**state, "rounds": [r for r in state["rounds"] if r["round"] <= int(rounds)]}
                            for seed, state in seeds.items()} for label, seeds in strategies.items()}
             for scen, strategies in runs.items()}
@@ -266,7 +319,8 @@ def results_markdown(cfg: StudyConfig, table: Dict) -> str:
              f"{cut}mean ± std over each row's seeds (n: their number, of {cfg.seeds}); "
              f"Δ = paired difference to `{cfg.reference}` (same seed), "
              "± its 95% t-interval half width; negative Δ = lower error than the reference. "
-             "AUC = mean error over the learning curve. Energies eV/atom, forces eV/Å.", ""]
+             "AUC = mean error over the learning curve, round 0 included (the prespecified endpoint, rounds 1..R, "
+             "is in analysis.md); time = fit + acquisition of the rounds shown. Energies eV/atom, forces eV/Å.", ""]
     for scen, strategies in table.items():
         splits = sorted({k.split("/")[0] for s in strategies.values() for k in s["metrics"]})
         for metric in ("forces_mae", "energy_mae"):

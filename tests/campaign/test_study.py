@@ -45,6 +45,22 @@ def test_tables_compare_arms_at_the_analysis_rounds():
     assert cut_rounds(runs, None) is runs
 
 
+def test_frozen_study_refuses_to_run(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"study": {"name": "x", "base_config": "a.yaml", "seeds": [0], "frozen": True,
+                                           "strategies": {"random": []}}}))
+    with pytest.raises(ValueError, match="study x is frozen .* only --report-only"):
+        run_study(p)
+    with pytest.raises(ValueError, match="no campaign summaries"):  # --report-only is allowed (here: nothing to report)
+        run_study(p, report_only=True)
+
+
+def test_tables_refuse_a_campaign_shorter_than_the_analysis():
+    state = {"rounds": [{"round": 0, "n_labeled": 10, "metrics": {}}, {"round": 1, "n_labeled": 20, "metrics": {}}]}
+    with pytest.raises(ValueError, match="default/a/seed3 stops before round 2"):
+        cut_rounds({"default": {"a": {3: state}}}, 2)
+
+
 def test_study_config_errors(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump({"study": {"name": "x", "base_config": "a.yaml", "seeds": [0],
@@ -61,7 +77,7 @@ def _tiny_study(tmp_path, name):
         "name": "tiny", "base_config": str(ROOT / "configs" / "smoke.yaml"), "seeds": [0, 1],
         "overrides": ["--trainer.max_epochs=1", "--campaign.rounds=2", "--campaign.budget=4",
                       "--campaign.export_models=false"],
-        "strategies": {"random": ["--campaign.strategy=random"],
+        "strategies": {"random": ["--campaign.strategy=random", "--campaign.rounds=3"],  # extended, as in the study
                        "ntk_ef": ["--campaign.strategy=pv_lcmd",
                                   "--campaign.strategy_kwargs={shortlist: 20, calibration: false}"]},
         "analysis": {"rounds": 2, "primary": [["ntk_ef", "random"]]},
@@ -91,7 +107,8 @@ def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
     m = res["ntk_ef"]["metrics"]["test_id/forces_mae/final"]
     runs = [json.loads((out1 / "campaigns" / "default" / lab / f"seed{s}.json").read_text())
             for lab in ("ntk_ef", "random") for s in (0, 1)]
-    finals = [r["rounds"][-1]["metrics"]["test_id/forces_mae"] for r in runs]
+    assert [len(r["rounds"]) for r in runs] == [3, 3, 4, 4]
+    finals = [r["rounds"][2]["metrics"]["test_id/forces_mae"] for r in runs]  # the tables cut random at R = 2
     assert m["mean"] == pytest.approx(np.mean(finals[:2]))
     assert m["diff_to_ref"] == pytest.approx(np.mean(np.array(finals[:2]) - np.array(finals[2:])))
     assert (out1 / "curves_default.png").read_bytes()[:4] == b"\x89PNG"
@@ -110,6 +127,11 @@ def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
     run_study(_tiny_study(tmp_path, "one"), jobs=2)  # resumes from the summaries alone: reruns nothing
     assert not (tmp_path / "one" / "runs" / "tiny" / "default").exists()
     assert {n: (out1 / n).read_bytes() for n in tables} == tables
+    changed = yaml.safe_load(_tiny_study(tmp_path, "one").read_text())
+    changed["study"]["overrides"][2] = "--campaign.budget=5"  # another configuration under the same name
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(changed))
+    with pytest.raises(ValueError, match=r"seed0\.json: made by another configuration of this study"):
+        run_study(tmp_path / "one.yaml")
     mtime = (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns
     run_study(_tiny_study(tmp_path, "two"), jobs=2)  # resumes: finished campaigns are not rerun
     assert (tmp_path / "two" / "runs" / "tiny" / "default" / "random" / "seed0" / "campaign.json").stat().st_mtime_ns == mtime
