@@ -74,7 +74,7 @@ EXECUTORS = ("local", "submitit")
 
 def campaign_args(cfg: StudyConfig, base: Path, root: Path, scen: str, label: str, seed: int, extra) -> List[str]:
     """The ``fit`` arguments of one campaign (its own directory, seed and name)."""
-    cdir = root / scen / label / f"seed{seed}"
+    cdir = _run_dir(root, scen, label, seed)
     return ["fit", "-c", str(cfg.resolve(base, cfg.base_config)), *cfg.overrides, *extra,
             f"--campaign.name={label}", f"--campaign.campaign_dir={cdir}", f"--campaign.seed={seed}",
             f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
@@ -147,16 +147,16 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
         raise ValueError(f"{path}: study {cfg.name} is frozen (a stopped study, see its comments); "
                          "only --report-only rebuilds its tables")
     if not report_only:
+        specs = list(campaign_runs(cfg))
         runs = [((scen, label, seed), campaign_args(cfg, base, root, scen, label, seed, extra))
-                for scen, label, seed, extra in campaign_runs(cfg)]
-        recipes = {(scen, label, seed): recipe(cfg, base, scen, label, seed, extra)
-                   for scen, label, seed, extra in campaign_runs(cfg)}
+                for scen, label, seed, extra in specs]
+        recipes = {(scen, label, seed): recipe(cfg, base, scen, label, seed, extra) for scen, label, seed, extra in specs}
         # seed-major order: an interrupted study leaves whole seeds (every arm), i.e. paired comparisons
         order = {seed: i for i, seed in enumerate(cfg.seeds)}
         # finished = a complete campaign here or a committed summary (a replaced machine keeps only
         # those), each made by this very recipe (else a one-line error: never mix configurations)
         todo = sorted([(key, args) for key, args in runs
-                       if not (_complete(root, *key, recipes[key]) or _kept(out, *key, recipes[key]))],
+                       if _finished_run(root, *key, recipes[key]) is None and not _kept(out, *key, recipes[key])],
                       key=lambda t: order[t[0][2]])
         for key, _ in todo:
             _stamp(root, *key, recipes[key])
@@ -168,7 +168,7 @@ def run_study(path: Path, jobs: int = 1, executor: str = "local", report_only: b
         for (key, _), code in zip(todo, codes):
             if code != 0:
                 raise RuntimeError(f"study {cfg.name}: campaign {'/'.join(map(str, key))} failed (exit {code}); "
-                                   f"see {root / key[0] / key[1] / f'seed{key[2]}' / 'study.log'}")
+                                   f"see {_run_dir(root, *key) / 'study.log'}")
         print(f"[study {cfg.name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
         for key, _ in runs:
             keep_summary(root, out, *key, recipes[key])
@@ -189,28 +189,42 @@ def _mismatch(where: Path, made: str, want: str) -> None:
                          "base config it was made with")
 
 
+def _run_dir(root: Path, scen: str, label: str, seed: int) -> Path:
+    return root / scen / label / f"seed{seed}"
+
+
+def _summary(out: Path, scen: str, label: str, seed: int) -> Path:
+    return out / "campaigns" / scen / label / f"seed{seed}.json"
+
+
+def _complete_state(path: Path) -> "Dict | None":
+    """The campaign state stored at ``path`` if it is complete, else None."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return data if data.get("status") == "complete" else None
+
+
 def _stamp(root: Path, scen: str, label: str, seed: int, recipe_hash: str) -> None:
     """Write the recipe into a campaign directory before it runs (checked on resume)."""
-    cdir = root / scen / label / f"seed{seed}"
+    cdir = _run_dir(root, scen, label, seed)
     cdir.mkdir(parents=True, exist_ok=True)
     (cdir / RECIPE_FILE).write_text(recipe_hash + "\n")
 
 
-def _complete(root: Path, scen: str, label: str, seed: int, recipe_hash: "str | None" = None) -> bool:
-    cdir = root / scen / label / f"seed{seed}"
-    state = cdir / "campaign.json"
-    done = state.exists() and json.loads(state.read_text()).get("status") == "complete"
-    if done and recipe_hash is not None and (cdir / RECIPE_FILE).exists():  # older runs have no stamp
-        _mismatch(state, (cdir / RECIPE_FILE).read_text().strip(), recipe_hash)
-    return done
+def _finished_run(root: Path, scen: str, label: str, seed: int, recipe_hash: str) -> "Dict | None":
+    """The complete campaign.json of a run directory made by ``recipe_hash`` (else an error), or None."""
+    cdir = _run_dir(root, scen, label, seed)
+    state = _complete_state(cdir / "campaign.json")
+    if state is not None and (cdir / RECIPE_FILE).exists():  # older runs have no stamp
+        _mismatch(cdir / "campaign.json", (cdir / RECIPE_FILE).read_text().strip(), recipe_hash)
+    return state
 
 
 def _kept(out: Path, scen: str, label: str, seed: int, recipe_hash: str) -> bool:
-    state = out / "campaigns" / scen / label / f"seed{seed}.json"
-    data = json.loads(state.read_text()) if state.exists() else {}
-    if data.get("status") == "complete" and RECIPE_KEY in data:  # older summaries have no recipe
-        _mismatch(state, data[RECIPE_KEY], recipe_hash)
-    return data.get("status") == "complete"
+    path = _summary(out, scen, label, seed)
+    state = _complete_state(path)
+    if state is not None and RECIPE_KEY in state:  # older summaries have no recipe
+        _mismatch(path, state[RECIPE_KEY], recipe_hash)
+    return state is not None
 
 
 def keep_summary(root: Path, out: Path, scen: str, label: str, seed: int, recipe_hash: str) -> None:
@@ -218,21 +232,20 @@ def keep_summary(root: Path, out: Path, scen: str, label: str, seed: int, recipe
     (small, committed)."""
     from al_lightning.campaign.outputs import write_json
 
-    src = root / scen / label / f"seed{seed}" / "campaign.json"
-    if _complete(root, scen, label, seed, recipe_hash):
-        dst = out / "campaigns" / scen / label / f"seed{seed}.json"
+    state = _finished_run(root, scen, label, seed, recipe_hash)
+    if state is not None:
+        dst = _summary(out, scen, label, seed)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        write_json(dst, {**json.loads(src.read_text()), RECIPE_KEY: recipe_hash})
+        write_json(dst, {**state, RECIPE_KEY: recipe_hash})
 
 
 def collect(cfg: StudyConfig, out: Path) -> Dict:
     """{scenario: {strategy: {seed: campaign state}}} of the completed campaigns' stored summaries."""
     runs: Dict = {}
     for scen, label, seed, _ in campaign_runs(cfg):
-        state = out / "campaigns" / scen / label / f"seed{seed}.json"
-        data = json.loads(state.read_text()) if state.exists() else {}
-        if data.get("status") == "complete":
-            runs.setdefault(scen, {}).setdefault(label, {})[seed] = data
+        state = _complete_state(_summary(out, scen, label, seed))
+        if state is not None:
+            runs.setdefault(scen, {}).setdefault(label, {})[seed] = state
     return runs
 
 
