@@ -8,7 +8,7 @@ directory, so an interrupted study resumes campaign by campaign. Each finished c
 campaign.json is kept under ``<output>/campaigns/`` (commit it): ``--report-only`` rebuilds
 every table and plot from those alone. Results go to ``<output>/``: ``results.json``, ``results.md`` (final-round and AUC MAE/RMSE per split,
 mean ± std over seeds, paired difference to the reference strategy with a 95% t-interval),
-learning-curve PNGs per split and scenario, and wall time per strategy.
+learning-curve PNGs with seed bands per scenario, a label-savings PNG (study_plots.py), and wall time per strategy.
 """
 
 from __future__ import annotations
@@ -321,8 +321,12 @@ def write_results(cfg: StudyConfig, out: Path) -> None:
         result = analyse(runs["default"], cfg.analysis, cfg.reference)
         write_json(out / "analysis.json", result)
         (out / "analysis.md").write_text(markdown(cfg.name, result))
+    from al_lightning.campaign.study_plots import plot_savings, plot_study_curves
+
     for scen, strategies in runs.items():
         plot_study_curves(strategies, out / f"curves_{scen}.png", cfg.name + (f" ({scen})" if scen != "default" else ""))
+    if cfg.analysis and "default" in runs:
+        plot_savings(runs["default"], cfg.analysis, cfg.reference, out / "savings_default.png", cfg.name)
 
 
 def results_markdown(cfg: StudyConfig, table: Dict) -> str:
@@ -354,29 +358,3 @@ def results_markdown(cfg: StudyConfig, table: Dict) -> str:
                     lines.append(f"| {label} | {len(rows['seeds'])} | " + " | ".join(cells) + f" | {rows['seconds']:.0f} |")
                 lines.append("")
     return "\n".join(lines)
-
-
-def plot_study_curves(strategies: Dict, path: Path, title: str) -> None:
-    """One panel per test split: force MAE vs labels, mean over seeds, one line per strategy."""
-    from al_lightning.campaign.plotting import ordered_splits, pyplot, save, scale_axis
-
-    plt = pyplot()
-    any_state = next(iter(next(iter(strategies.values())).values()))
-    splits = ordered_splits(k.split("/")[0] for k in any_state["rounds"][-1]["metrics"] if k.startswith("test"))
-    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
-    for ax, split in zip(axes[0], splits):
-        ax.set_prop_cycle(color=plt.cm.tab20.colors[: max(1, len(strategies))])
-        shown = []
-        for label, seeds in strategies.items():
-            curves = np.array([[r["metrics"].get(f"{split}/forces_mae", np.nan) for r in s["rounds"]]
-                               for s in seeds.values()])
-            x = [r["n_labeled"] for r in next(iter(seeds.values()))["rounds"]]
-            ax.plot(x, np.nanmean(curves, axis=0), marker="o", ms=3, label=label)
-            shown += list(np.nanmean(curves, axis=0))
-        scale_axis(ax, shown)
-        ax.set_title(split)
-        ax.set_xlabel("labels")
-        ax.set_ylabel("force MAE (eV/Å)")
-    axes[0][-1].legend(fontsize=6)
-    fig.suptitle(title)
-    save(fig, path)

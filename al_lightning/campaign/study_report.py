@@ -56,8 +56,9 @@ def controls(runs: Dict, spec: Dict, reference: str) -> Dict:
     return out
 
 
-def savings(runs: Dict, spec: Dict, reference: str) -> Dict:
-    """Label savings against the reference per arm, endpoint and unit (structures, atoms)."""
+def savings_per_seed(runs: Dict, spec: Dict, reference: str) -> Dict[str, List[Dict]]:
+    """{"arm / endpoint / unit": [label_savings of each common seed]} against the reference (units:
+    structures and atoms; arms with fewer than two common seeds, or without atom counts, left out)."""
     r = int(spec["rounds"])
     out = {}
     for arm in runs:
@@ -69,9 +70,14 @@ def savings(runs: Dict, spec: Dict, reference: str) -> Dict:
                 states = [runs[arm][s] for s in seeds] + [runs[reference][s] for s in seeds]
                 if len(seeds) < 2 or any(x not in rec for st in states for rec in st["rounds"]):
                     continue
-                vals = [label_savings(runs[reference][s], runs[arm][s], splits, r, x=x) for s in seeds]
-                out[f"{arm} / {name} / {unit}"] = savings_summary(vals)
+                out[f"{arm} / {name} / {unit}"] = [label_savings(runs[reference][s], runs[arm][s], splits, r, x=x)
+                                                  for s in seeds]
     return out
+
+
+def savings(runs: Dict, spec: Dict, reference: str) -> Dict:
+    """Label savings against the reference per arm, endpoint and unit: mean, 95 % interval, censoring."""
+    return {k: savings_summary(v) for k, v in savings_per_seed(runs, spec, reference).items()}
 
 
 DESCRIPTORS = ("atoms_mean", "label_max_force_mean", "label_energy_per_atom_mean", "systems", "near_duplicates")

@@ -111,7 +111,7 @@ def test_tiny_study_end_to_end_jobs_and_report_only(tmp_path):
     finals = [r["rounds"][2]["metrics"]["test_id/forces_mae"] for r in runs]  # the tables cut random at R = 2
     assert m["mean"] == pytest.approx(np.mean(finals[:2]))
     assert m["diff_to_ref"] == pytest.approx(np.mean(np.array(finals[:2]) - np.array(finals[2:])))
-    assert (out1 / "curves_default.png").read_bytes()[:4] == b"\x89PNG"
+    assert all((out1 / n).read_bytes()[:4] == b"\x89PNG" for n in ("curves_default.png", "savings_default.png"))
     assert "| ntk_ef |" in (out1 / "results.md").read_text()
     analysis = json.loads((out1 / "analysis.json").read_text())
     assert set(analysis["primary"]) == {"ntk_ef vs random / test_id", "ntk_ef vs random / ood_pooled"}
