@@ -18,7 +18,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from al_lightning.campaign.analysis import (OOD_SPLITS, endpoint_auc, holm, label_savings, paired_test,
+from al_lightning.campaign.analysis import (OOD_SPLITS, curve, endpoint_auc, holm, label_savings, paired_test,
                                             savings_summary)
 
 ENDPOINTS = {"test_id": ("test_id",), "ood_pooled": OOD_SPLITS}
@@ -28,16 +28,21 @@ def _common(a: Dict, b: Dict) -> List:
     return sorted(set(a) & set(b))
 
 
-def primary(runs: Dict, spec: Dict) -> Dict:
-    """{"arm vs other / endpoint": paired test + Holm-adjusted p} over the common seeds."""
-    r = int(spec["rounds"])
+def _paired(runs: Dict, pairs, r: int) -> Dict:
+    """{"arm vs other / endpoint": paired test of the endpoint AUCs} over each pair's common seeds."""
     out = {}
-    for arm, other in spec.get("primary", []):
+    for arm, other in pairs:
         seeds = _common(runs.get(arm, {}), runs.get(other, {}))
         for name, splits in ENDPOINTS.items():
             diffs = [endpoint_auc(runs[arm][s], splits, r) - endpoint_auc(runs[other][s], splits, r) for s in seeds]
             if len(diffs) >= 2:
                 out[f"{arm} vs {other} / {name}"] = {**paired_test(diffs), "seeds": seeds}
+    return out
+
+
+def primary(runs: Dict, spec: Dict) -> Dict:
+    """{"arm vs other / endpoint": paired test + Holm-adjusted p} over the common seeds."""
+    out = _paired(runs, spec.get("primary", []), int(spec["rounds"]))
     adjusted = holm({k: v["p_t"] for k, v in out.items()})
     for k in out:
         out[k]["p_holm"] = adjusted[k]
@@ -45,14 +50,22 @@ def primary(runs: Dict, spec: Dict) -> Dict:
 
 
 def controls(runs: Dict, spec: Dict, reference: str) -> Dict:
+    out = _paired(runs, [(arm, reference) for arm in spec.get("controls", [])], int(spec["rounds"]))
+    return {k: {m: x for m, x in v.items() if m != "seeds"} for k, v in out.items()}
+
+
+def per_round(runs: Dict, spec: Dict, reference: str) -> Dict:
+    """{"arm / endpoint": [paired test of the round's force MAE, arm − reference, for rounds 1..R]}:
+    where along the curve an arm gains or loses (a diagnostic, outside every test family)."""
     r = int(spec["rounds"])
     out = {}
-    for arm in spec.get("controls", []):
-        seeds = _common(runs.get(arm, {}), runs.get(reference, {}))
+    for arm in runs:
+        seeds = _common(runs[arm], runs.get(reference, {}))
+        if arm == reference or len(seeds) < 2:
+            continue
         for name, splits in ENDPOINTS.items():
-            diffs = [endpoint_auc(runs[arm][s], splits, r) - endpoint_auc(runs[reference][s], splits, r) for s in seeds]
-            if len(diffs) >= 2:
-                out[f"{arm} vs {reference} / {name}"] = paired_test(diffs)
+            ys = {a: np.array([curve(runs[a][s], splits, rounds=r)[1][1:] for s in seeds]) for a in (arm, reference)}
+            out[f"{arm} / {name}"] = [paired_test(d) for d in (ys[arm] - ys[reference]).T]
     return out
 
 
@@ -104,37 +117,72 @@ def selections(runs: Dict, spec: Dict) -> Dict:
 
 
 def analyse(runs: Dict, spec: Dict, reference: str) -> Dict:
-    return {"rounds": int(spec["rounds"]), "primary": primary(runs, spec),
-            "controls": controls(runs, spec, reference), "savings": savings(runs, spec, reference),
-            "selections": selections(runs, spec)}
+    """The prespecified analysis; ``exploratory`` pairs (paired tests without a multiplicity
+    correction) and ``per_round: true`` (per-round differences to the reference) only when asked."""
+    out = {"rounds": int(spec["rounds"]), "primary": primary(runs, spec),
+           "controls": controls(runs, spec, reference), "savings": savings(runs, spec, reference),
+           "selections": selections(runs, spec)}
+    if spec.get("exploratory"):
+        out["exploratory"] = _paired(runs, spec["exploratory"], int(spec["rounds"]))
+    if spec.get("per_round"):
+        out["per_round"] = per_round(runs, spec, reference)
+    return out
+
+
+def _md_tests(title: str, tests: Dict, holm_column: bool, first: str = "comparison") -> List[str]:
+    head = f"| {first} / endpoint | n | Δ AUC | 95 % CI | p (t) |" + (" p (Holm) |" if holm_column else "")
+    lines = ["", f"## {title}", "", head + " p (Wilcoxon) |", "|---|---|---|---|---|---|" + ("---|" if holm_column else "")]
+    for k, v in tests.items():
+        holm_cell = f" {v['p_holm']:.4f} |" if holm_column else ""
+        lines.append(f"| {k} | {v['n']} | {v['mean']:+.5f} | ± {v['ci95']:.5f} | {v['p_t']:.4f} |{holm_cell} "
+                     f"{v['p_wilcoxon']:.4f} |")
+    return lines
+
+
+def _md_savings(result: Dict) -> List[str]:
+    lines = ["", "## Label savings against the reference", "",
+             "Labels the reference needs to reach the arm's final force MAE (interpolated on its curve, "
+             "extended beyond R rounds), minus the arm's labels; censored seeds: the reference never got "
+             "there (a lower bound).", "",
+             "| arm / endpoint / unit | n | savings | 95 % CI | share of the arm's labels | censored |", "|---|---|---|---|---|---|"]
+    for k, v in result["savings"].items():
+        lines.append(f"| {k} | {v['n']} | {v['mean']:+.1f} | ± {v['ci95']:.1f} | {v['fraction_of_arm_labels']:+.1%} | "
+                     f"{v['censored_seeds']} |")
+    return lines
+
+
+def _md_selections(result: Dict) -> List[str]:
+    lines = ["", "## What each rule bought (from the labels; mean over acquisition rounds and campaigns)", "",
+             "| arm | campaigns | atoms | label max \\|F\\| (eV/Å) | energy/atom (eV) | trajectories per batch | near-duplicates | "
+             "calibration Spearman (test_id) |", "|---|---|---|---|---|---|---|---|"]
+    for arm, v in result.get("selections", {}).items():
+        cells = [f"{v[k]:.3g}" if k in v else "–" for k in (*DESCRIPTORS, "calibration_test_id")]
+        lines.append(f"| {arm} | {v['campaigns']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _md_per_round(result: Dict) -> List[str]:
+    rounds = result["rounds"]
+    lines = ["", "## Per round: force MAE, arm − reference (diagnostic)", "",
+             "Paired mean difference ± 95 % half width, eV/Å; at each round both arms hold the same number of labels.", "",
+             "| arm / endpoint | " + " | ".join(f"round {r}" for r in range(1, rounds + 1)) + " |",
+             "|---|" + "---|" * rounds]
+    for k, tests in result["per_round"].items():
+        lines.append(f"| {k} | " + " | ".join(f"{t['mean']:+.4f} ± {t['ci95']:.4f}" for t in tests) + " |")
+    return lines
 
 
 def markdown(study: str, result: Dict) -> str:
     lines = [f"# Study `{study}`: the prespecified analysis", "",
              f"Endpoints: force-MAE AUC over rounds 1..{result['rounds']} (eV/Å), on test_id and on the "
              "three OOD splits pooled. Δ = arm − comparator, paired by seed; 95 % t-interval; paired-t p, "
-             "Holm-adjusted over the primary family; exact Wilcoxon p as the sensitivity check.", "",
-             "## Primary comparisons", "", "| comparison / endpoint | n | Δ AUC | 95 % CI | p (t) | p (Holm) | p (Wilcoxon) |",
-             "|---|---|---|---|---|---|---|"]
-    for k, v in result["primary"].items():
-        lines.append(f"| {k} | {v['n']} | {v['mean']:+.5f} | ± {v['ci95']:.5f} | {v['p_t']:.4f} | {v['p_holm']:.4f} | "
-                     f"{v['p_wilcoxon']:.4f} |")
-    lines += ["", "## Controls against the reference", "", "| control / endpoint | n | Δ AUC | 95 % CI | p (t) | p (Wilcoxon) |",
-              "|---|---|---|---|---|---|"]
-    for k, v in result["controls"].items():
-        lines.append(f"| {k} | {v['n']} | {v['mean']:+.5f} | ± {v['ci95']:.5f} | {v['p_t']:.4f} | {v['p_wilcoxon']:.4f} |")
-    lines += ["", "## Label savings against the reference", "",
-              "Labels the reference needs to reach the arm's final force MAE (interpolated on its curve, "
-              "extended beyond R rounds), minus the arm's labels; censored seeds: the reference never got "
-              "there (a lower bound).", "",
-              "| arm / endpoint / unit | n | savings | 95 % CI | share of the arm's labels | censored |", "|---|---|---|---|---|---|"]
-    for k, v in result["savings"].items():
-        lines.append(f"| {k} | {v['n']} | {v['mean']:+.1f} | ± {v['ci95']:.1f} | {v['fraction_of_arm_labels']:+.1%} | "
-                     f"{v['censored_seeds']} |")
-    lines += ["", "## What each rule bought (from the labels; mean over acquisition rounds and campaigns)", "",
-              "| arm | campaigns | atoms | label max \\|F\\| (eV/Å) | energy/atom (eV) | trajectories per batch | near-duplicates | "
-              "calibration Spearman (test_id) |", "|---|---|---|---|---|---|---|---|"]
-    for arm, v in result.get("selections", {}).items():
-        cells = [f"{v[k]:.3g}" if k in v else "–" for k in (*DESCRIPTORS, "calibration_test_id")]
-        lines.append(f"| {arm} | {v['campaigns']} | " + " | ".join(cells) + " |")
+             "Holm-adjusted over the primary family; exact Wilcoxon p as the sensitivity check."]
+    lines += _md_tests("Primary comparisons", result["primary"], holm_column=True)
+    lines += _md_tests("Controls against the reference", result["controls"], holm_column=False, first="control")
+    lines += _md_savings(result) + _md_selections(result)
+    if "exploratory" in result:
+        lines += _md_tests("Exploratory comparisons (chosen after the study finished: not prespecified, "
+                           "no multiplicity correction)", result["exploratory"], holm_column=False)
+    if "per_round" in result:
+        lines += _md_per_round(result)
     return "\n".join(lines) + "\n"

@@ -84,3 +84,32 @@ def test_prespecified_analysis_on_synthetic_campaigns():
     sel = analyse(runs, spec, "random")["selections"]
     assert set(sel) == {"ntk_ef"} and sel["ntk_ef"]["campaigns"] == 6
     assert sel["ntk_ef"]["systems"] == pytest.approx(4.0) and sel["ntk_ef"]["atoms_mean"] == pytest.approx(12.5)
+
+
+def test_exploratory_and_per_round_only_when_asked():
+    from al_lightning.campaign.study_report import analyse, markdown
+
+    rng = np.random.default_rng(2)
+    runs = {arm: {seed: _state([30, 50, 70], list(base + rng.normal(0, 0.01, 3))) for seed in range(5)}
+            for arm, base in (("random", np.array([1.0, 0.8, 0.7])), ("ntk_ef", np.array([1.0, 0.6, 0.75])),
+                              ("lcmd", np.array([1.0, 0.9, 0.5])))}
+    spec = {"rounds": 2, "primary": [["ntk_ef", "random"]]}
+    plain = analyse(runs, spec, "random")
+    assert "exploratory" not in plain and "per_round" not in plain and "Exploratory" not in markdown("s", plain)
+    res = analyse(runs, {**spec, "exploratory": [["ntk_ef", "lcmd"]], "per_round": True}, "random")
+    # exploratory pairs: the same paired AUC test as the primary family, but no Holm column
+    auc = lambda arm, s: endpoint_auc(runs[arm][s], ["test_id"], 2)  # noqa: E731
+    assert res["exploratory"]["ntk_ef vs lcmd / test_id"]["mean"] == pytest.approx(
+        np.mean([auc("ntk_ef", s) - auc("lcmd", s) for s in range(5)]))
+    assert "p_holm" not in res["exploratory"]["ntk_ef vs lcmd / test_id"]
+    # per round: rounds 1..R of arm − reference, each its own paired test; ntk_ef leads at round 1,
+    # trails at round 2 (by construction), and the OOD pool is the mean of the three OOD splits
+    rows = res["per_round"]["ntk_ef / test_id"]
+    assert len(rows) == 2 and rows[0]["mean"] < 0 < rows[1]["mean"]
+    d1 = [runs["ntk_ef"][s]["rounds"][1]["metrics"]["test_id/forces_mae"]
+          - runs["random"][s]["rounds"][1]["metrics"]["test_id/forces_mae"] for s in range(5)]
+    assert rows[0]["mean"] == pytest.approx(np.mean(d1))
+    assert res["per_round"]["ntk_ef / ood_pooled"][0]["mean"] == pytest.approx(np.mean(d1))  # offsets cancel
+    assert set(res["per_round"]) == {f"{a} / {e}" for a in ("ntk_ef", "lcmd") for e in ("test_id", "ood_pooled")}
+    md = markdown("s", res)
+    assert "## Exploratory comparisons" in md and "| ntk_ef / test_id | " in md
