@@ -122,8 +122,9 @@ def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignC
         sizes = {s: len(datamodule.structure_file(s)) for s in datamodule.split_paths()}
         where = "files"
     else:
-        sizes = {s: n for s, n in datamodule.emt.sizes.items() if n}
-        where = f"embedded EMT catalysis (cache key {datamodule.emt.key()})"
+        spec = datamodule.embedded
+        sizes = {s: n for s, n in spec.sizes.items() if n}
+        where = f"embedded {spec.cache_name} (cache key {spec.key()})"
     print(f"al-lightning: dry run OK: data from {where}: {sizes}; campaign_dir {campaign.directory}")
 
 

@@ -26,6 +26,8 @@ SOURCE = "source"  # atoms.info: "relax" | "md" | "rattle"
 ADSORBATE = "adsorbate"  # atoms.info: adsorbate formula
 CATALYST = "catalyst"  # atoms.info: e.g. "Pt(111)" or "CuPt(111)"
 SYSTEM_ID = "system_id"  # atoms.info: index of the slab+adsorbate system within its split
+CHARGE = "charge"  # atoms.info: total charge (e); passed to calculators that take one
+MULTIPLICITY = "multiplicity"  # atoms.info: spin multiplicity 2S+1 (radicals: 2)
 
 # ---- model outputs ----
 OUT_ENERGY = "energy"  # (G,)

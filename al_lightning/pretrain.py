@@ -32,9 +32,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.campaign.outputs import export_model, write_json
 from al_lightning.data.datamodule import ActiveDataModule
-from al_lightning.data.foundation import FOUNDATION_SPLITS, FoundationSpec, ensure_foundation_dataset
 from al_lightning.data.cache import cache_root
-from al_lightning.data.synthetic import METALS
+from al_lightning.data.foundation import FoundationSpec
+from al_lightning.data.xtb import XTBFoundationSpec
 from al_lightning.model.mace import MACEConfig
 from al_lightning.model.module import MACEModule
 
@@ -43,30 +43,36 @@ TRAINER_DEFAULTS = {"max_epochs": 200, "accelerator": "cpu", "devices": 1, "infe
 
 
 class FoundationDataModule(ActiveDataModule):
-    """The embedded foundation data as a datamodule: ``train`` is the labeled set, plus ``val``.
+    """An embedded backbone dataset as a datamodule: ``train`` is the labeled set, plus ``val``.
 
     Args:
-        foundation: spec of the generated data (docs/design.md §7, :mod:`al_lightning.data.foundation`).
+        foundation: spec of the EMT foundation data (docs/design.md §7,
+            :mod:`al_lightning.data.foundation`; the default when ``xtb`` is not given).
+        xtb: spec of the near-equilibrium xTB molecule data of the molecular backbone
+            (:class:`al_lightning.data.xtb.XTBFoundationSpec`); give one of the two.
         batch_size, eval_batch_size, num_workers, generate_workers, seed: as ActiveDataModule.
     """
 
-    def __init__(self, foundation: Optional[FoundationSpec] = None, batch_size: int = 8, eval_batch_size: int = 32,
-                 num_workers: int = 0, generate_workers: int = 2, seed: int = 0) -> None:
+    def __init__(self, foundation: Optional[FoundationSpec] = None, xtb: Optional[XTBFoundationSpec] = None,
+                 batch_size: int = 8, eval_batch_size: int = 32, num_workers: int = 0, generate_workers: int = 2,
+                 seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          generate_workers=generate_workers, seed=seed)
-        self.foundation = foundation or FoundationSpec()
+        if foundation is not None and xtb is not None:
+            raise ValueError("data: give either 'foundation' (EMT) or 'xtb' (molecules), not both")
+        self.foundation = xtb or foundation or FoundationSpec()
 
     def split_paths(self) -> Dict[str, Path]:
-        folder = cache_root() / "emt_foundation" / self.foundation.key()
+        folder = cache_root() / self.foundation.cache_name / self.foundation.key()
         names = {"initial": "train", "val": "val"}  # the labeled set of a fit is the "initial" split
         return {ours: folder / f"{theirs}.extxyz" for ours, theirs in names.items()
                 if self.foundation.sizes.get(theirs, 0) > 0}
 
     def prepare_data(self) -> None:
-        ensure_foundation_dataset(self.foundation, workers=self.generate_workers)
+        self.foundation.ensure(workers=self.generate_workers)
 
     def elements(self) -> List[str]:
-        return list(self._elements or [*METALS, "H", "C", "N", "O"])
+        return list(self._elements or self.foundation.elements)
 
 
 @dataclass
@@ -174,8 +180,8 @@ def make_card(cli: PretrainCLI, command: str, out: Path, history: History, best:
     return {
         "model_file": out.name, "sha256": sha256(out), "bytes": out.stat().st_size,
         "command": command, "commit": commit,
-        "data": {"kind": "emt_foundation", "spec_hash": dm.foundation.key(), "spec": asdict(dm.foundation),
-                 "frames": {s: int(dm.foundation.sizes.get(s, 0)) for s in FOUNDATION_SPLITS}},
+        "data": {"kind": dm.foundation.cache_name, "spec_hash": dm.foundation.key(), "spec": asdict(dm.foundation),
+                 "frames": {s: int(dm.foundation.sizes.get(s, 0)) for s in dm.foundation.splits}},
         "seed": int(cli.config_init.get("seed_everything") or 0),
         "architecture": asdict(module.cfg if isinstance(module.cfg, MACEConfig) else MACEConfig()),
         "dtype": module.hparams.dtype,

@@ -39,14 +39,16 @@ def problem_of(check: Callable[[], object]) -> List[str]:
 
 def campaign_fingerprint(cfg, datamodule) -> Dict[str, Any]:
     """What a resumed run must share with the stored campaign (``cfg.seed`` already resolved):
-    data (paths or the EMT spec key, and the content sha256 of every data file that exists),
+    data (paths or the embedded spec key, and the content sha256 of every data file that exists:
+    user files and the xTB data, whose MD is not bitwise reproducible across CPUs),
     seed, strategy and its options, budget, oracle and its arguments."""
     from al_lightning.campaign.fingerprint import file_sha256
 
-    data = datamodule.files if datamodule.files is not None else {"emt": datamodule.emt.key()}
+    data = datamodule.files if datamodule.files is not None else (
+        {"xtb": datamodule.xtb.key()} if datamodule.xtb is not None else {"emt": datamodule.emt.key()})
     out = {"data": data, "seed": cfg.seed, "strategy": cfg.strategy, "strategy_kwargs": cfg.strategy_kwargs,
            "budget": cfg.budget, "oracle": cfg.oracle, "oracle_kwargs": cfg.oracle_kwargs}
-    if datamodule.files is not None:
+    if datamodule.files is not None or datamodule.xtb is not None:  # xTB MD is not bitwise the same on every CPU
         out["data_sha256"] = {s: file_sha256(p) for s, p in datamodule.split_paths().items() if p.is_file()}
     return json.loads(json.dumps(out, default=str))  # as stored: lists, not tuples
 

@@ -1,7 +1,7 @@
 """ActiveDataModule: the growing labeled set, validation, named test splits and the pool.
 
-Split files come from the embedded EMT catalysis dataset (``emt``, generated and cached on
-first use) or from user files (``files``: split → path, any ASE format). Test splits are
+Split files come from an embedded dataset (``emt``: EMT catalysis, ``xtb``: GFN2-xTB
+reactive molecules; generated and cached on first use) or from user files (``files``: split → path, any ASE format). Test splits are
 every split whose name starts with ``test``. Structures become graphs lazily in DataLoader
 workers. Evaluation loaders shard by ``rank::world`` without padding (no duplicates), so
 distributed metrics equal single-process ones. Pool ids are stable global indices into the
@@ -26,7 +26,9 @@ from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
 from al_lightning.data.io import DataError, free_mask, normalise
 from al_lightning.data.readers import has_forces, open_structures
-from al_lightning.data.synthetic import METALS, SPLITS, EMTCatalysisSpec, cache_root, ensure_dataset
+from al_lightning.data.cache import cache_root
+from al_lightning.data.synthetic import EMTCatalysisSpec
+from al_lightning.data.xtb import XTBMoleculesSpec
 
 REQUIRED = ("initial", "val")
 
@@ -51,7 +53,10 @@ class ActiveDataModule(pl.LightningDataModule):
     """Labeled set (``initial`` + acquired), ``val``, ``test*`` splits and the ``pool``.
 
     Args:
-        emt: spec of the embedded EMT catalysis dataset (default when ``files`` is None).
+        emt: spec of the embedded EMT catalysis dataset (default when neither ``xtb`` nor
+            ``files`` is given).
+        xtb: spec of the embedded GFN2-xTB reactive-molecule dataset
+            (:class:`al_lightning.data.xtb.XTBMoleculesSpec`).
         files: split name → structure file, or a dict ``{path: …, <reader option>: …}``
             (e.g. ``{path: t1x.h5, split: test}``); needs ``initial`` and ``val``; ``pool``
             for campaigns; every ``test*`` key is a test split.
@@ -70,15 +75,15 @@ class ActiveDataModule(pl.LightningDataModule):
             seed of a study starts from its own initial set (validation and tests fixed).
     """
 
-    def __init__(self, emt: Optional[EMTCatalysisSpec] = None,
+    def __init__(self, emt: Optional[EMTCatalysisSpec] = None, xtb: Optional[XTBMoleculesSpec] = None,
                  files: Optional[Dict[str, Union[str, Dict[str, Any]]]] = None, format: str = "auto",
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
                  num_workers: int = 0, generate_workers: int = 2, seed: Optional[int] = None,
                  energy_only: bool = False, initial_size: Optional[int] = None) -> None:
         super().__init__()
-        if files is not None and emt is not None:
-            raise ValueError("data: give either 'emt' or 'files', not both")
+        if sum(x is not None for x in (emt, xtb, files)) > 1:
+            raise ValueError("data: give one of 'emt', 'xtb' or 'files' (set the others to null)")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"data batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
         if initial_size is not None and initial_size < 1:
@@ -87,7 +92,8 @@ class ActiveDataModule(pl.LightningDataModule):
             missing = [s for s in REQUIRED if s not in files]
             if missing:
                 raise ValueError(f"data.files lacks required split(s) {missing} (have {sorted(files)})")
-        self.emt = emt if (emt is not None or files is not None) else EMTCatalysisSpec()
+        self.emt = emt if (emt is not None or files is not None or xtb is not None) else EMTCatalysisSpec()
+        self.xtb = xtb
         self.files = {k: _entry(k, v) for k, v in files.items()} if files is not None else None
         self.format = format
         self.energy_key, self.forces_key = energy_key, forces_key
@@ -103,11 +109,17 @@ class ActiveDataModule(pl.LightningDataModule):
         self._z_table, self._cutoff = None, None
 
     # ------------------------------------------------------------------ files
+    @property
+    def embedded(self):
+        """The embedded dataset's spec (``xtb`` or ``emt``); None for user files."""
+        return None if self.files is not None else (self.xtb or self.emt)
+
     def split_paths(self) -> Dict[str, Path]:
         if self.files is not None:
             return {k: Path(v["path"]).expanduser() for k, v in self.files.items()}
-        return {s: cache_root() / "emt_catalysis" / self.emt.key() / f"{s}.extxyz"
-                for s in SPLITS if self.emt.sizes.get(s, 0) > 0}
+        spec = self.embedded
+        return {s: cache_root() / spec.cache_name / spec.key() / f"{s}.extxyz"
+                for s in spec.splits if spec.sizes.get(s, 0) > 0}
 
     @property
     def test_splits(self) -> List[str]:
@@ -119,7 +131,7 @@ class ActiveDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.files is None:
-            ensure_dataset(self.emt, workers=self.generate_workers)
+            self.embedded.ensure(workers=self.generate_workers)
         else:
             missing = self.missing_files()
             if missing:
@@ -169,7 +181,7 @@ class ActiveDataModule(pl.LightningDataModule):
         if self._elements:
             return list(self._elements)
         if self.files is None:
-            return [*METALS, "H", "C", "N", "O"]
+            return list(self.embedded.elements)
         from ase.data import chemical_symbols
 
         zs = set()

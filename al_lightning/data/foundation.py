@@ -38,7 +38,7 @@ from ase.build import bulk, fcc100, fcc110, fcc111, molecule
 
 from al_lightning import keys as K
 from al_lightning.data.cache import cached_dataset
-from al_lightning.data.emt import label_emt, langevin_frames
+from al_lightning.data.simulate import label_emt, langevin_frames
 from al_lightning.data.synthetic import METALS
 
 FOUNDATION_SPLITS = ("train", "val")
@@ -83,10 +83,18 @@ class FoundationSpec:
         if self.rattle_frames < 0 or self.md_frames < 0 or self.rattle_frames + self.md_frames < 1:
             raise ValueError("foundation: rattle_frames, md_frames must be >= 0 and not both 0")
 
+    cache_name = "emt_foundation"
+    splits = FOUNDATION_SPLITS
+    elements = (*METALS, *NONMETALS)
+
     def key(self) -> str:
         """Short content hash naming the cache folder."""
         blob = json.dumps({"v": CACHE_VERSION, "kind": "foundation", **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
+        """Paths of the cached dataset (:func:`ensure_foundation_dataset`)."""
+        return ensure_foundation_dataset(self, workers=workers, root=root)
 
 
 def _rng(spec: FoundationSpec, split: str, index: int, stream: int = 0) -> np.random.Generator:

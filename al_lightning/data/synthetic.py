@@ -35,7 +35,7 @@ from ase.constraints import FixAtoms
 from al_lightning import keys as K
 from al_lightning.data import cache
 from al_lightning.data.cache import cache_root  # noqa: F401  (re-exported: the cache root of every dataset)
-from al_lightning.data.emt import label_emt, langevin_frames
+from al_lightning.data.simulate import label_emt, langevin_frames
 from al_lightning.data.io import free_mask
 
 SPLITS = ("pool", "initial", "val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both")
@@ -129,10 +129,18 @@ class EMTCatalysisSpec:
             return self.relax_frames + self.md_frames + self.rattle_frames
         return self.traj_frames_mean if split == "pool" else min(self.eval_frames_per_system, self.traj_frames_mean)
 
+    cache_name = "emt_catalysis"
+    splits = SPLITS
+    elements = (*METALS, "H", "C", "N", "O")
+
     def key(self) -> str:
         """Short content hash naming the cache folder."""
         blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
+        """Paths of the cached dataset (:func:`ensure_dataset`)."""
+        return ensure_dataset(self, workers=workers, root=root)
 
 
 def split_choices(split: str) -> Tuple[List[str], List[str]]:

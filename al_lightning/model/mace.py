@@ -3,8 +3,8 @@
 * :class:`MACEConfig` — architecture hyper-parameters (a tiny CPU default).
 * :func:`fit_e0s` — per-element reference energies by least squares, warning when the
   compositions are rank-deficient (mace's own helper silently returns a min-norm fit).
-* :func:`refit_e0s` / :func:`set_e0s` — a foundation's E0s re-estimated on the labeled set
-  (mace's ``--E0s estimated``: foundation E0 + least-squares correction of E_ref − E_model).
+* :func:`model_e0s` / :func:`set_e0s` — read / write a model's E0s (:mod:`al_lightning.model.e0s`
+  re-estimates a foundation's on the labeled set, mace's ``--E0s estimated``).
 * :func:`build_mace` — ``MACE`` / ``ScaleShiftMACE`` with E0s, avg_num_neighbors and
   scale/shift computed from the labeled graphs.
 * :func:`load_foundation` — a user-named model file (the only ``weights_only=False`` load):
@@ -132,29 +132,6 @@ def set_e0s(model: torch.nn.Module, e0s: np.ndarray) -> None:
         raise ValueError(f"set_e0s: {e0s.size} values for a model with E0 buffer of shape {tuple(buf.shape)}")
     with torch.no_grad():
         buf.copy_(torch.as_tensor(e0s, dtype=buf.dtype, device=buf.device).reshape(buf.shape))
-
-
-def refit_e0s(model: torch.nn.Module, loader) -> np.ndarray:
-    """(n_elements,) E0 + δ, δ the least-squares fit of Σ_i δ[Z_i] ≈ E_ref − E_model over the
-    labeled graphs of ``loader`` (energy weight > 0): the foundation's interaction energy is kept
-    and only the per-element offsets move (mace's ``--E0s estimated``). Elements absent from the
-    labeled set keep the foundation's E0."""
-    counts, residuals = [], []
-    with torch.no_grad():
-        for batch in loader:
-            data = batch.to_dict() if hasattr(batch, "to_dict") else batch
-            out = model(data, training=False, compute_force=False)
-            n_graphs = data[K.ENERGY].shape[0]
-            c = data[K.NODE_ATTRS].new_zeros(n_graphs, data[K.NODE_ATTRS].shape[1])
-            c.index_add_(0, data[K.BATCH], data[K.NODE_ATTRS])
-            keep = data[K.ENERGY_WEIGHT] > 0
-            counts.append(c[keep].double().cpu().numpy())
-            residuals.append((data[K.ENERGY] - out[K.OUT_ENERGY])[keep].double().cpu().numpy())
-    if not counts or sum(len(r) for r in residuals) == 0:
-        raise ValueError("refit_e0s: no labeled structures with an energy")
-    zs = [int(z) for z in model.atomic_numbers]
-    delta = lstsq_e0s(np.concatenate(counts), np.concatenate(residuals), zs, what="E0 refit on the foundation")
-    return model_e0s(model) + delta
 
 
 def graph_statistics(loader, e0s: np.ndarray) -> Dict[str, float]:

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from al_lightning import keys as K
+from al_lightning.console import say
+from al_lightning.model.e0s import decide_e0s, zero_shot
 from al_lightning.model.loss import energy_force_loss
 from al_lightning.model.mace import (MACEConfig, build_mace, fit_e0s, graph_statistics, load_foundation,
-                                     model_e0s, model_r_max, model_z_table, refit_e0s, set_e0s, set_trainable,
+                                     model_e0s, model_r_max, model_z_table, set_e0s, set_trainable,
                                      z_table_from)
 from al_lightning.model.metrics import SplitMetrics
 
@@ -42,8 +44,11 @@ class MACEModule(pl.LightningModule):
             that is not ``pt_head``); the model is reduced to that head.
         elements: element symbols the model covers (default: those of the datamodule).
         e0s: per-element reference energies. From scratch: a ``{symbol: eV}`` dict, or None
-            (least squares on the labeled set). With a foundation: ``"foundation"`` (default:
-            keep its E0s; right when the labels come from the foundation's level of theory),
+            (least squares on the labeled set). With a foundation: ``"auto"`` (default, also for
+            None: measure the foundation zero-shot on the initial labels and refit its E0s when
+            they sit on another energy reference, see :mod:`al_lightning.model.e0s`; one
+            console line ``E0s: …`` says what was done and why), ``"foundation"`` (keep its
+            E0s; right when the labels come from the foundation's level of theory),
             ``"refit"`` (foundation E0 + least-squares correction of E_ref − E_model on the
             labeled set, mace's ``--E0s estimated``; for labels from another level of theory),
             or a dict replacing the E0s of the elements it names.
@@ -60,7 +65,7 @@ class MACEModule(pl.LightningModule):
 
     def __init__(self, model: Optional[MACEConfig] = None, foundation: Optional[str] = None,
                  head: Optional[str] = None, elements: Optional[List[str]] = None,
-                 e0s: Union[Dict[str, float], Literal["foundation", "refit"], None] = None,
+                 e0s: Union[Dict[str, float], Literal["auto", "foundation", "refit"], None] = None,
                  trainable: Optional[List[str]] = None, energy_weight: float = 1.0, forces_weight: float = 10.0,
                  loss: str = "mse", huber_delta: float = 0.01, lr: Optional[float] = None, weight_decay: float = 5e-7,
                  amsgrad: bool = True, scheduler_patience: int = 5, scheduler_factor: float = 0.8,
@@ -137,12 +142,20 @@ class MACEModule(pl.LightningModule):
         return np.array([given[_symbol(z)] for z in z_table.zs], dtype=float)
 
     def _foundation_e0s(self, datamodule) -> None:
-        """Keep ("foundation"), re-estimate ("refit") or overwrite (dict) the loaded net's E0s."""
-        given = self.hparams.e0s or "foundation"
+        """Decide ("auto"), keep ("foundation"), re-estimate ("refit") or overwrite (dict) the
+        loaded net's E0s."""
+        given = self.hparams.e0s or "auto"
         if given == "foundation":
             return
-        if given == "refit":
-            set_e0s(self.net, refit_e0s(self.net, datamodule.stats_dataloader()))
+        if given in ("auto", "refit"):
+            stats = zero_shot(self.net, datamodule.stats_dataloader())
+            refit, line, poor = decide_e0s(stats)
+            if given == "refit" or refit:
+                set_e0s(self.net, model_e0s(self.net) + stats["delta"])
+            if self.global_rank == 0:
+                say(line if given == "auto" else "E0s: refit (model.e0s: refit)")
+                if poor:
+                    say(poor)
             return
         zs = model_z_table(self.net).zs
         unknown = sorted(set(given) - {_symbol(z) for z in zs})
@@ -261,8 +274,8 @@ SCRATCH_LR, FOUNDATION_LR = 1e-2, 1e-3
 def _check_foundation_options(foundation, head, e0s, lr) -> None:
     """One-line errors for options that need (or contradict) a foundation."""
     if isinstance(e0s, str):
-        if e0s not in ("foundation", "refit"):
-            raise ValueError(f"model e0s must be a {{symbol: eV}} dict, 'foundation' or 'refit', got {e0s!r}")
+        if e0s not in ("auto", "foundation", "refit"):
+            raise ValueError(f"model e0s must be a {{symbol: eV}} dict, 'auto', 'foundation' or 'refit', got {e0s!r}")
         if not foundation:
             raise ValueError(f"model e0s {e0s!r} needs model.foundation (from scratch E0s are fitted or given)")
     if head is not None and not foundation:

@@ -16,6 +16,7 @@ from ase import Atoms
 from al_lightning import keys as K
 from al_lightning.data.io import DataError, StructureFile, normalise
 from al_lightning.data.readers import has_forces
+from al_lightning.oracle.worker import set_charge_spin
 
 
 class OracleError(RuntimeError):
@@ -66,6 +67,9 @@ def import_object(path: str) -> Any:
 class CalculatorOracle(Oracle):
     """Labels with any ASE calculator given by import path and keyword arguments.
 
+    A structure's ``info["charge"]`` and ``info["multiplicity"]`` reach calculators whose
+    parameters take them (tblite) and stay in the label's info (so in ``labels.db``).
+
     With ``timeout_s`` the calculator runs in a worker process killed at the limit (timeout.py);
     without, in this process. ``close()`` ends the worker."""
 
@@ -90,6 +94,7 @@ class CalculatorOracle(Oracle):
             return self.worker.compute(atoms)
         work = atoms.copy()
         work.calc = self._get_calc()
+        set_charge_spin(work.calc, work)
         return float(work.get_potential_energy()), np.array(work.get_forces(apply_constraint=False))
 
     def label(self, ids: Sequence[int], structures: Sequence[Atoms]) -> List[Atoms]:

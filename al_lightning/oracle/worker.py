@@ -17,6 +17,21 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def set_charge_spin(calc, atoms) -> None:
+    """Give the calculator the structure's ``info["charge"]`` / ``info["multiplicity"]`` when its
+    parameters take them (tblite's GFN2-xTB does); refuse a charged or open-shell structure
+    (ValueError) for a calculator that would silently label it neutral and closed-shell."""
+    params = {**(getattr(calc, "default_parameters", None) or {}), **(getattr(calc, "parameters", None) or {})}
+    given = {k: int(atoms.info[k]) for k in ("charge", "multiplicity") if atoms.info.get(k) is not None}
+    takes = {k: v for k, v in given.items() if k in params and hasattr(calc, "set")}
+    if takes:
+        calc.set(**takes)
+    ignored = {k: v for k, v in given.items() if k not in takes and v != {"charge": 0, "multiplicity": 1}[k]}
+    if ignored:
+        raise ValueError(f"{type(calc).__name__} takes no {'/'.join(ignored)} parameter but the structure has "
+                         f"{ignored}: use a calculator that does (e.g. tblite.ase.TBLite)")
+
+
 def _build(calculator: str, kwargs: dict):
     module, _, name = calculator.rpartition(".")
     return getattr(importlib.import_module(module), name)(**kwargs)
@@ -38,6 +53,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         except EOFError:  # the campaign closed the pipe (or ended)
             return
         try:
+            set_charge_spin(calc, atoms)
             atoms.calc = calc
             energy = float(atoms.get_potential_energy())
             forces = np.array(atoms.get_forces(apply_constraint=False))

@@ -100,10 +100,18 @@ def test_train_loader_equal_counts_per_rank_and_seeded(dm):
 def test_constructor_validation(tmp_path):
     with pytest.raises(ValueError, match="lacks required split"):
         ActiveDataModule(files={"initial": "a.xyz"})
-    with pytest.raises(ValueError, match="either 'emt' or 'files'"):
-        from al_lightning.data.synthetic import EMTCatalysisSpec
+    from al_lightning.data.synthetic import EMTCatalysisSpec
+    from al_lightning.data.xtb import XTBMoleculesSpec
 
+    with pytest.raises(ValueError, match="give one of 'emt', 'xtb' or 'files'"):
         ActiveDataModule(emt=EMTCatalysisSpec(), files={"initial": "a", "val": "b"})
+    with pytest.raises(ValueError, match="give one of 'emt', 'xtb' or 'files'"):
+        ActiveDataModule(emt=EMTCatalysisSpec(), xtb=XTBMoleculesSpec())
+    xtb = ActiveDataModule(xtb=XTBMoleculesSpec(seed=4))
+    assert xtb.embedded is xtb.xtb and xtb.elements() == ["H", "C", "N", "O"]
+    assert set(xtb.split_paths()) == {"pool", "initial", "val", "test_id", "test_id_frames", "test_ood_mol",
+                                      "test_ood_rxn"}
+    assert {p.parent.name for p in xtb.split_paths().values()} == {XTBMoleculesSpec(seed=4).key()}
     d = ActiveDataModule(files={"initial": str(tmp_path / "a.xyz"), "val": str(tmp_path / "b.xyz")})
     assert [p.name for p in d.missing_files()] == ["a.xyz", "b.xyz"]
 

@@ -103,9 +103,9 @@ def _labeled_files(tmp_path, model, delta):
 def test_refit_e0s_recovers_per_element_offsets(tmp_path, foundation):
     delta = np.array([0.3, -0.2, 0.5, -0.7])
     files, structures = _labeled_files(tmp_path, torch.load(foundation, weights_only=False), delta)
-    kept = MACEModule(foundation=str(foundation))
+    kept = MACEModule(foundation=str(foundation), e0s="foundation")
     kept.build(ActiveDataModule(files=files))
-    np.testing.assert_allclose(model_e0s(kept.net), E0, atol=0)  # default "foundation": untouched
+    np.testing.assert_allclose(model_e0s(kept.net), E0, atol=0)  # "foundation": untouched
     module = MACEModule(foundation=str(foundation), e0s="refit")
     module.build(ActiveDataModule(files=files))
     np.testing.assert_allclose(model_e0s(module.net), E0 + delta, atol=1e-9)
@@ -113,6 +113,58 @@ def test_refit_e0s_recovers_per_element_offsets(tmp_path, foundation):
     np.testing.assert_allclose(energies, [a.info[K.REF_ENERGY] for a in structures], atol=1e-9)
     assert torch.equal(module.initial_state["atomic_energies_fn.atomic_energies"],
                        module.net.atomic_energies_fn.atomic_energies)  # reset_weights keeps the refit
+
+
+@pytest.mark.parametrize("shift, refit", [(0.05, False), (30.0, True)])
+def test_auto_e0s_refit_only_for_another_energy_reference(tmp_path, foundation, capsys, shift, refit):
+    """Default (auto): labels offset by ~30 eV per element (another level of theory) get refitted
+    E0s and one ``E0s: refit`` line; offsets below the labels' own per-atom spread keep the E0s."""
+    delta = shift * np.array([1.0, -0.6, 0.8, -1.2])
+    files, _ = _labeled_files(tmp_path, torch.load(foundation, weights_only=False), delta)
+    module = MACEModule(foundation=str(foundation))
+    module.build(ActiveDataModule(files=files))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "E0s:" in ln]
+    assert len(lines) == 1 and lines[0].startswith("al-lightning: E0s: " + ("refit" if refit else "kept"))
+    np.testing.assert_allclose(model_e0s(module.net), E0 + delta if refit else E0, atol=1e-9)
+
+
+def test_zero_shot_stats_against_brute_force(tmp_path, foundation):
+    """zero_shot's errors equal a per-structure loop over the model's own predictions."""
+    from al_lightning.model.e0s import zero_shot
+
+    model = torch.load(foundation, weights_only=False)
+    files, structures = _labeled_files(tmp_path, model, np.array([0.3, -0.2, 0.5, -0.7]))
+    for a in structures:  # perturb the force labels by a known amount
+        a.arrays[K.REF_FORCES] = a.arrays[K.REF_FORCES] + 0.25
+    write(files["initial"], structures, format="extxyz")
+    dm = ActiveDataModule(files=files)
+    module = MACEModule(foundation=str(foundation), e0s="foundation")
+    module.build(dm)
+    stats = zero_shot(module.net, dm.stats_dataloader())
+    energies, forces = _predict(model, structures)
+    per_atom = [(a.info[K.REF_ENERGY] - e) / len(a) for a, e in zip(structures, energies)]
+    assert stats["energy_mae"] == pytest.approx(np.mean(np.abs(per_atom)), rel=1e-9)
+    counts = np.array([[np.sum(a.numbers == z) for z in ZS] for a in structures], dtype=float)
+    e_ref = np.array([a.info[K.REF_ENERGY] for a in structures])
+    sol = np.linalg.lstsq(counts[:, counts.sum(0) > 0], e_ref, rcond=None)[0]
+    baseline = e_ref - counts[:, counts.sum(0) > 0] @ sol
+    assert stats["energy_spread"] == pytest.approx(np.mean(np.abs(baseline) / counts.sum(1)), rel=1e-6)
+    assert stats["energy_mae_refit"] == pytest.approx(0.0, abs=1e-9)  # the offsets are exactly per element
+    assert stats["forces_mae"] == pytest.approx(0.25, rel=1e-9)
+    ref = np.concatenate([a.arrays[K.REF_FORCES].ravel() for a in structures])
+    assert stats["forces_spread"] == pytest.approx(np.mean(np.abs(ref)), rel=1e-9)
+
+
+def test_decide_e0s_lines():
+    from al_lightning.model.e0s import decide_e0s
+
+    base = dict(n=30, energy_mae=29.5, energy_mae_refit=0.07, energy_spread=0.1, forces_mae=0.9, forces_spread=0.8)
+    refit, line, poor = decide_e0s(base)
+    assert refit and line.startswith("E0s: refit (") and "29.5 eV/atom" in line
+    assert "zero-shot" in poor and "poor prior" in poor and "0.9 eV/Å" in poor
+    refit, line, poor = decide_e0s({**base, "energy_mae": 0.041, "energy_mae_refit": 0.015, "energy_spread": 0.015,
+                                    "forces_mae": 0.19, "forces_spread": 0.36})
+    assert not refit and line.startswith("E0s: kept the foundation's (") and poor is None
 
 
 def test_refit_rank_deficient_warns_with_the_e0s_hint(tmp_path, foundation):
@@ -151,7 +203,7 @@ def test_lr_defaults_scratch_vs_foundation(tmp_path, foundation):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(e0s="refit"), "model e0s 'refit' needs model.foundation"),
     (dict(e0s="foundation"), "model e0s 'foundation' needs model.foundation"),
-    (dict(e0s="average"), "model e0s must be a {symbol: eV} dict, 'foundation' or 'refit'"),
+    (dict(e0s="average"), "model e0s must be a {symbol: eV} dict, 'auto', 'foundation' or 'refit'"),
     (dict(head="omat"), "model head needs model.foundation"),
     (dict(lr=0.0), "model lr must be > 0"),
 ])
