@@ -48,7 +48,9 @@ def campaign_fingerprint(cfg, datamodule) -> Dict[str, Any]:
         {"xtb": datamodule.xtb.key()} if datamodule.xtb is not None else {"emt": datamodule.emt.key()})
     out = {"data": data, "seed": cfg.seed, "strategy": cfg.strategy, "strategy_kwargs": cfg.strategy_kwargs,
            "budget": cfg.budget, "oracle": cfg.oracle, "oracle_kwargs": cfg.oracle_kwargs}
-    if datamodule.files is not None or datamodule.xtb is not None:  # xTB MD is not bitwise the same on every CPU
+    if datamodule.xtb is not None:  # xTB MD is not bitwise the same on every CPU: hash the generated files
+        datamodule.prepare_data()
+    if datamodule.files is not None or datamodule.xtb is not None:
         out["data_sha256"] = {s: file_sha256(p) for s, p in datamodule.split_paths().items() if p.is_file()}
     return json.loads(json.dumps(out, default=str))  # as stored: lists, not tuples
 

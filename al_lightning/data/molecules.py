@@ -22,10 +22,10 @@ from ase.data import covalent_radii
 
 from al_lightning import keys as K
 
-ID_MOLECULES = (
-    "CCO", "CCCO", "CC(C)O", "OCCO", "CC(O)CO", "CC=O", "CCC=O", "CC(C)=O", "CCC(C)=O", "C=CC=O",
-    "CCN", "CNC", "NCCO", "COC", "CCOC", "C=CC", "CC=CC", "C=CC=C", "C=CCO", "C=CCN", "CC=NC",
-    "C1CC1", "C1CCC1", "C1CCO1", "C1CCOC1", "C1CCNC1", "OC1CCC1", "C[NH3+]", "CC[O-]", "C[CH2]",
+ID_MOLECULES = (  # ordered so that the first systems of every split already hold H, C, N and O
+    "CCO", "CCN", "C=CCN", "NCCO", "CC=NC", "CC=O", "CNC", "C1CCNC1", "CCCO", "C=CC=O", "CC(C)O", "COC", "C=CC",
+    "OCCO", "CCC=O", "C1CC1", "CC(O)CO", "CC(C)=O", "CC=CC", "C1CCC1", "CCC(C)=O", "C=CCO", "C1CCO1", "CCOC",
+    "C=CC=C", "C1CCOC1", "OC1CCC1", "C[NH3+]", "CC[O-]", "C[CH2]",
 )
 OOD_MOLECULES = (
     "CC#N", "CCC#N", "CC(=O)O", "OC=O", "CC(N)=O", "NC=O", "COC(C)=O", "C[N+](=O)[O-]",
