@@ -2,8 +2,8 @@
 frames held by the top 10 % of systems, force distribution, reactive fraction, templates,
 failures and the file's sha256. Prints JSON; with --out writes card.json and README.md there.
 
-    python benchmarks/xtb_data_card.py --out docs/results/xtb_data                 # the default spec
-    python benchmarks/xtb_data_card.py --foundation --out docs/results/xtb_data    # the backbone's data
+    python benchmarks/xtb_data_card.py --out docs/results/xtb                 # the default spec
+    python benchmarks/xtb_data_card.py --foundation --out docs/results/xtb    # the backbone's data
 """
 
 from __future__ import annotations

@@ -80,16 +80,17 @@ def plot_savings(runs: Dict, spec: Dict, reference: str, path: Path, title: str)
     """Label savings of every arm against ``reference`` at round ``spec['rounds']``: a 2 × 2 grid
     (structures / atoms × test_id / OOD pooled). Positive: the arm needed fewer labels."""
     from al_lightning.campaign.plotting import pyplot, save
-    from al_lightning.campaign.study_report import ENDPOINTS, savings_per_seed
+    from al_lightning.campaign.study_report import endpoints, savings_per_seed
 
     per_seed = savings_per_seed(runs, spec, reference)
     if not per_seed:
         return
     plt = pyplot()
     arms = [a for a in runs if a != reference]
-    fig, axes = plt.subplots(2, len(ENDPOINTS), figsize=(5 * len(ENDPOINTS), 1.4 + 2 * (1.0 + 0.45 * len(arms))), squeeze=False)
+    names = list(endpoints(spec))
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 1.4 + 2 * (1.0 + 0.45 * len(arms))), squeeze=False)
     for i, unit in enumerate(("structures", "atoms")):
-        for j, endpoint in enumerate(ENDPOINTS):
+        for j, endpoint in enumerate(names):
             _savings_panel(axes[i][j], per_seed, arms, endpoint, unit)
     fig.suptitle(f"{title}: labels {reference} needs to reach each arm's round-{spec['rounds']} force MAE, minus the "
                  "arm's\n(dots: seeds; hollow red: censored, a lower bound; ◆: mean ± 95 % CI)", fontsize=9)
