@@ -1,11 +1,18 @@
-"""Shared fixtures: one BLAS thread, a repo-local dataset cache, a tiny EMT dataset."""
+"""Shared fixtures: one BLAS thread, a repo-local dataset cache, the fault plugin, a tiny EMT dataset."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("AL_LIGHTNING_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "al_lightning"))
+# the fault-injection plugin (AL_FAULT) and the oracle-failure drill live in tests/support; subprocess
+# campaigns find them through PYTHONPATH
+SUPPORT = str(Path(__file__).resolve().parent / "support")
+sys.path.insert(0, SUPPORT)
+os.environ["PYTHONPATH"] = os.pathsep.join([SUPPORT, *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["AL_FAULT_PLUGIN"] = "al_fault_plugin"
 
 import al_lightning  # noqa: E402,F401  (mace before e3nn)
 import pytest  # noqa: E402

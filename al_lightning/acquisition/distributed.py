@@ -57,11 +57,6 @@ def fixed_batches(ids: Sequence[int], batch_size: int) -> List[np.ndarray]:
     return [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
 
 
-def my_batches(n_batches: int, comm: Comm) -> List[int]:
-    """Batch indices of this rank: batch b goes to rank b mod W (no padding, no duplicates)."""
-    return list(range(comm.rank, n_batches, comm.world))
-
-
 def ordered_sum(comm: Comm, n_batches: int, partial_of) -> Any:
     """Σ_b partial_of(b) folded in increasing b, bitwise identical for any world size.
 

@@ -37,12 +37,6 @@ class TopK:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def sorted_by_id(self) -> "TopK":
-        """The same entries ordered by increasing id (the order LCMD consumes)."""
-        order = torch.argsort(self.ids)
-        vecs = None if self.vectors is None else self.vectors[order]
-        return TopK(self.scores[order], self.ids[order], vecs)
-
 
 def _check_chunk(scores: Tensor, ids: Tensor | Sequence[int], vectors: Tensor | None):
     """Validate one chunk → (scores (n,) float64, ids (n,) int64, vectors (n, d) | None)."""

@@ -19,6 +19,21 @@ import numpy as np
 OOD_SPLITS = ("test_ood_ads", "test_ood_cat", "test_ood_both")
 
 
+def mean_over_range(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid area under y(x) divided by the x range: the mean of y over it (the one "AUC"
+    formula of every study table)."""
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+
+
+def t_half_width(values: Sequence[float]) -> float:
+    """Half width of the 95 % t-interval of the mean of ``values`` (nan for fewer than two)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, float)
+    n = len(v)
+    return float(t.ppf(0.975, n - 1) * np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def curve(state: Dict, splits: Sequence[str], metric: str = "forces_mae", x: str = "n_labeled",
           rounds: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(x, y) per round: x = labels (``n_labeled``) or labeled atoms (``n_labeled_atoms``), y = the
@@ -39,20 +54,20 @@ def endpoint_auc(state: Dict, splits: Sequence[str], rounds: int, metric: str = 
     x, y = x[1:], y[1:]
     if len(x) < 2:
         raise ValueError(f"endpoint AUC needs rounds 1..{rounds} (>= 2 points), campaign has {len(x)}")
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+    return mean_over_range(x, y)
 
 
 def paired_test(diffs: Sequence[float]) -> Dict[str, float]:
     """Paired differences (arm − comparator, one per seed): mean, 95 % t-interval half width,
     two-sided paired-t p and exact two-sided Wilcoxon signed-rank p."""
-    from scipy.stats import t, ttest_1samp, wilcoxon
+    from scipy.stats import ttest_1samp, wilcoxon
 
     d = np.asarray(diffs, float)
     n = len(d)
     if n < 2:
         raise ValueError(f"a paired test needs >= 2 seeds, got {n}")
     sd = float(np.std(d, ddof=1))
-    half = float(t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+    half = t_half_width(d)
     p_t = float(ttest_1samp(d, 0.0).pvalue) if sd > 0 else (0.0 if np.mean(d) != 0 else 1.0)
     p_w = float(wilcoxon(d, method="exact").pvalue) if np.any(d != 0) else 1.0
     return {"n": n, "mean": float(np.mean(d)), "sd": sd, "ci95": half, "p_t": p_t, "p_wilcoxon": p_w}
@@ -96,11 +111,9 @@ def label_savings(random_state: Dict, arm_state: Dict, splits: Sequence[str], ro
 
 def savings_summary(values: List[Dict[str, float]]) -> Dict[str, float]:
     """Mean savings over seeds with a 95 % t-interval; how many seeds were censored."""
-    from scipy.stats import t
-
     s = np.array([v["savings"] for v in values], float)
     n = len(s)
-    half = float(t.ppf(0.975, n - 1) * np.std(s, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    half = t_half_width(s)
     used = float(np.mean([v["arm_used"] for v in values]))
     return {"mean": float(s.mean()), "ci95": half, "fraction_of_arm_labels": float(s.mean() / used),
             "censored_seeds": int(sum(v["censored"] for v in values)), "n": n}

@@ -35,7 +35,6 @@ from al_lightning.campaign.labeler import CampaignLabeler
 from al_lightning.campaign.lock import CampaignLock, CampaignLocked
 from al_lightning.campaign.labeling import LabelStore
 from al_lightning.data.io import write_extxyz
-from al_lightning.faults import FaultCallback
 from al_lightning.model.callbacks import BestWeights, LossCurve
 from al_lightning.model.metrics import split_metrics
 
@@ -289,8 +288,7 @@ class Campaign:
         fit_callbacks = self._fit_callbacks()
         acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler,
                                            fit=self._member_fit(r)) if r < self.cfg.rounds else None)
-        trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else []),
-                                                FaultCallback()])
+        trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else [])])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
         t_fit = time.perf_counter() - t0

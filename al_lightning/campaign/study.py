@@ -22,6 +22,8 @@ from typing import Dict, List
 import numpy as np
 import yaml
 
+from al_lightning.campaign.analysis import mean_over_range, t_half_width
+
 METRICS = ("energy_mae", "forces_mae", "energy_rmse", "forces_rmse")
 
 
@@ -255,17 +257,12 @@ def auc(state: Dict, key: str) -> float:
     y = np.array([r["metrics"].get(key, np.nan) for r in state["rounds"]], float)
     if len(x) < 2:
         return float(y[-1])
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 / (x[-1] - x[0]))
+    return mean_over_range(x, y)
 
 
 def paired_interval(diffs: np.ndarray) -> tuple:
     """Mean paired difference and its 95% t-interval half width (nan for one seed)."""
-    from scipy.stats import t
-
-    n = len(diffs)
-    if n < 2:
-        return float(np.mean(diffs)), float("nan")
-    return float(np.mean(diffs)), float(t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / np.sqrt(n))
+    return float(np.mean(diffs)), t_half_width(diffs)
 
 
 def summarise(cfg: StudyConfig, runs: Dict) -> Dict:

@@ -136,47 +136,48 @@ def analyse(runs: Dict, spec: Dict, reference: str) -> Dict:
     return out
 
 
+def _md_section(title: str, header: List[str], rows: List[str], intro: str = "") -> List[str]:
+    """A report section: ``## title``, an optional intro paragraph, a table (``header`` cells, row lines)."""
+    return ["", f"## {title}", "", *([intro, ""] if intro else []), "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header), *rows]
+
+
 def _md_tests(title: str, tests: Dict, holm_column: bool, first: str = "comparison") -> List[str]:
-    head = f"| {first} / endpoint | n | Δ AUC | 95 % CI | p (t) |" + (" p (Holm) |" if holm_column else "")
-    lines = ["", f"## {title}", "", head + " p (Wilcoxon) |", "|---|---|---|---|---|---|" + ("---|" if holm_column else "")]
-    for k, v in tests.items():
-        holm_cell = f" {v['p_holm']:.4f} |" if holm_column else ""
-        lines.append(f"| {k} | {v['n']} | {v['mean']:+.5f} | ± {v['ci95']:.5f} | {v['p_t']:.4f} |{holm_cell} "
-                     f"{v['p_wilcoxon']:.4f} |")
-    return lines
+    header = [f"{first} / endpoint", "n", "Δ AUC", "95 % CI", "p (t)", *(["p (Holm)"] if holm_column else []),
+              "p (Wilcoxon)"]
+    rows = [f"| {k} | {v['n']} | {v['mean']:+.5f} | ± {v['ci95']:.5f} | {v['p_t']:.4f} |"
+            + (f" {v['p_holm']:.4f} |" if holm_column else "") + f" {v['p_wilcoxon']:.4f} |" for k, v in tests.items()]
+    return _md_section(title, header, rows)
 
 
 def _md_savings(result: Dict) -> List[str]:
-    lines = ["", "## Label savings against the reference", "",
-             "Labels the reference needs to reach the arm's final force MAE (interpolated on its curve, "
-             "extended beyond R rounds), minus the arm's labels; censored seeds: the reference never got "
-             "there (a lower bound).", "",
-             "| arm / endpoint / unit | n | savings | 95 % CI | share of the arm's labels | censored |", "|---|---|---|---|---|---|"]
-    for k, v in result["savings"].items():
-        lines.append(f"| {k} | {v['n']} | {v['mean']:+.1f} | ± {v['ci95']:.1f} | {v['fraction_of_arm_labels']:+.1%} | "
-                     f"{v['censored_seeds']} |")
-    return lines
+    rows = [f"| {k} | {v['n']} | {v['mean']:+.1f} | ± {v['ci95']:.1f} | {v['fraction_of_arm_labels']:+.1%} | "
+            f"{v['censored_seeds']} |" for k, v in result["savings"].items()]
+    return _md_section("Label savings against the reference",
+                       ["arm / endpoint / unit", "n", "savings", "95 % CI", "share of the arm's labels", "censored"],
+                       rows, intro="Labels the reference needs to reach the arm's final force MAE (interpolated on its "
+                       "curve, extended beyond R rounds), minus the arm's labels; censored seeds: the reference never "
+                       "got there (a lower bound).")
 
 
 def _md_selections(result: Dict) -> List[str]:
-    lines = ["", "## What each rule bought (from the labels; mean over acquisition rounds and campaigns)", "",
-             "| arm | campaigns | atoms | label max \\|F\\| (eV/Å) | energy/atom (eV) | trajectories per batch | near-duplicates | "
-             "calibration Spearman (test_id) |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for arm, v in result.get("selections", {}).items():
         cells = [f"{v[k]:.3g}" if k in v else "–" for k in (*DESCRIPTORS, "calibration_test_id")]
-        lines.append(f"| {arm} | {v['campaigns']} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(f"| {arm} | {v['campaigns']} | " + " | ".join(cells) + " |")
+    return _md_section("What each rule bought (from the labels; mean over acquisition rounds and campaigns)",
+                       ["arm", "campaigns", "atoms", "label max \\|F\\| (eV/Å)", "energy/atom (eV)",
+                        "trajectories per batch", "near-duplicates", "calibration Spearman (test_id)"], rows)
 
 
 def _md_per_round(result: Dict) -> List[str]:
     rounds = result["rounds"]
-    lines = ["", "## Per round: force MAE, arm − reference (diagnostic)", "",
-             "Paired mean difference ± 95 % half width, eV/Å; at each round both arms hold the same number of labels.", "",
-             "| arm / endpoint | " + " | ".join(f"round {r}" for r in range(1, rounds + 1)) + " |",
-             "|---|" + "---|" * rounds]
-    for k, tests in result["per_round"].items():
-        lines.append(f"| {k} | " + " | ".join(f"{t['mean']:+.4f} ± {t['ci95']:.4f}" for t in tests) + " |")
-    return lines
+    rows = [f"| {k} | " + " | ".join(f"{t['mean']:+.4f} ± {t['ci95']:.4f}" for t in tests) + " |"
+            for k, tests in result["per_round"].items()]
+    return _md_section("Per round: force MAE, arm − reference (diagnostic)",
+                       ["arm / endpoint", *(f"round {r}" for r in range(1, rounds + 1))], rows,
+                       intro="Paired mean difference ± 95 % half width, eV/Å; at each round both arms hold the same "
+                       "number of labels.")
 
 
 def markdown(study: str, result: Dict) -> str:

@@ -7,13 +7,14 @@ folder, and the folder appears by an atomic rename only once complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -24,6 +25,21 @@ FramesFn = Callable[[str, int], List[Atoms]]  # (split, system index) -> labeled
 def cache_root() -> Path:
     """``$AL_LIGHTNING_CACHE`` or ``~/.cache/al_lightning`` (docs/design.md §9b)."""
     return Path(os.environ.get("AL_LIGHTNING_CACHE", Path.home() / ".cache" / "al_lightning")).expanduser()
+
+
+def check_sizes(name: str, sizes: Dict[str, int], splits: Sequence[str], required: Sequence[str] = ()) -> None:
+    """ValueError (one line) for unknown splits, negative sizes or a ``required`` split below 1."""
+    unknown = set(sizes) - set(splits)
+    if unknown:
+        raise ValueError(f"{name} sizes: unknown split(s) {sorted(unknown)}; known: {tuple(splits)}")
+    if any(int(n) < 0 for n in sizes.values()) or any(int(sizes.get(s, 0)) < 1 for s in required):
+        need = "".join(f" with {s} >= 1" for s in required)
+        raise ValueError(f"{name} sizes must be >= 0{need}, got {sizes}")
+
+
+def spec_key(payload: dict) -> str:
+    """Short content hash (12 hex digits) of a JSON-able spec payload: the cache folder's name."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def generate_split(split: str, target: int, per_system: float, frames_fn: FramesFn,

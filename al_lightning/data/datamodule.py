@@ -17,7 +17,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from ase import Atoms
 from ase.constraints import FixAtoms
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset

@@ -25,8 +25,6 @@ by system (``train`` and ``val`` draw disjoint systems). Cached under
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
@@ -37,7 +35,7 @@ from ase import Atoms
 from ase.build import bulk, fcc100, fcc110, fcc111, molecule
 
 from al_lightning import keys as K
-from al_lightning.data.cache import cached_dataset
+from al_lightning.data.cache import cached_dataset, check_sizes, spec_key
 from al_lightning.data.simulate import label_emt, langevin_frames
 from al_lightning.data.synthetic import METALS
 
@@ -75,11 +73,7 @@ class FoundationSpec:
     max_force: float = 10.0
 
     def __post_init__(self) -> None:
-        unknown = set(self.sizes) - set(FOUNDATION_SPLITS)
-        if unknown:
-            raise ValueError(f"foundation sizes: unknown split(s) {sorted(unknown)}; known: {FOUNDATION_SPLITS}")
-        if any(int(n) < 0 for n in self.sizes.values()) or int(self.sizes.get("train", 0)) < 1:
-            raise ValueError(f"foundation sizes must be >= 0 with train >= 1, got {self.sizes}")
+        check_sizes("foundation", self.sizes, FOUNDATION_SPLITS, required=("train",))
         if self.rattle_frames < 0 or self.md_frames < 0 or self.rattle_frames + self.md_frames < 1:
             raise ValueError("foundation: rattle_frames, md_frames must be >= 0 and not both 0")
 
@@ -89,8 +83,7 @@ class FoundationSpec:
 
     def key(self) -> str:
         """Short content hash naming the cache folder."""
-        blob = json.dumps({"v": CACHE_VERSION, "kind": "foundation", **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return spec_key({"v": CACHE_VERSION, "kind": "foundation", **asdict(self)})
 
     def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
         """Paths of the cached dataset (:func:`ensure_foundation_dataset`)."""

@@ -3,7 +3,7 @@ foundation, xTB molecules): one calculator factory per dataset, the same code pa
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -33,6 +33,23 @@ def label_frame(atoms: Atoms, source: str, calculator: CalculatorFactory = emt_c
     frame.arrays[K.REF_FORCES] = np.array(forces)
     frame.info[K.SOURCE] = source
     return frame
+
+
+def bfgs_path(atoms: Atoms, calculator: CalculatorFactory, steps: int, fmax: float, maxstep: float,
+              constraint=None) -> Tuple[List[np.ndarray], Atoms]:
+    """(positions at the start and after every BFGS step, the relaxed working copy) of at most
+    ``steps`` steps on a copy of ``atoms`` (with ``constraint`` added when given)."""
+    from ase.optimize import BFGS
+
+    work = atoms.copy()
+    if constraint is not None:
+        work.set_constraint(constraint)
+    work.calc = calculator(work)
+    snapshots = [work.get_positions()]
+    opt = BFGS(work, logfile=None, maxstep=maxstep)
+    opt.attach(lambda: snapshots.append(work.get_positions()))
+    opt.run(fmax=fmax, steps=steps)
+    return snapshots, work
 
 
 def label_emt(atoms: Atoms, source: str) -> Atoms:

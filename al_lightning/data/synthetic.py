@@ -19,8 +19,6 @@ by system, never by frame (``info["system_key"]`` = ``"<split>/<index>"``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,13 +27,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 from ase import Atoms
 from ase.build import add_adsorbate, fcc100, fcc110, fcc111
-from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
 from al_lightning import keys as K
 from al_lightning.data import cache
 from al_lightning.data.cache import cache_root  # noqa: F401  (re-exported: the cache root of every dataset)
-from al_lightning.data.simulate import label_emt, langevin_frames
+from al_lightning.data.simulate import bfgs_path, emt_calculator, label_emt, langevin_frames
 from al_lightning.data.io import free_mask
 
 SPLITS = ("pool", "initial", "val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both")
@@ -73,7 +70,29 @@ def _default_sizes() -> Dict[str, int]:
 
 
 @dataclass(frozen=True)
-class EMTCatalysisSpec:
+class TrajectoryLengths:
+    """Heavy-tailed trajectory lengths per system (:func:`trajectory_length`: log-normal with mean
+    ``traj_frames_mean`` and shape ``traj_frames_sigma``, at most ``traj_frames_max``) and the
+    frames an evaluation split keeps of each (``eval_frames_per_system``); shared by the
+    trajectory datasets (EMT catalysis, xTB molecules)."""
+
+    traj_frames_mean: float = 20.0
+    traj_frames_sigma: float = 1.4
+    traj_frames_max: int = 300
+    eval_frames_per_system: int = 3
+
+    def check_lengths(self, name: str) -> None:
+        """ValueError (one line, prefixed ``name``) for impossible length settings."""
+        if self.traj_frames_mean < 2 or self.traj_frames_sigma < 0 or self.traj_frames_max < self.traj_frames_mean:
+            raise ValueError(f"{name}: need traj_frames_mean >= 2, traj_frames_sigma >= 0 and "
+                             f"traj_frames_max >= traj_frames_mean (got {self.traj_frames_mean}, "
+                             f"{self.traj_frames_sigma}, {self.traj_frames_max})")
+        if self.eval_frames_per_system < 1:
+            raise ValueError(f"{name}: eval_frames_per_system must be >= 1")
+
+
+@dataclass(frozen=True)
+class EMTCatalysisSpec(TrajectoryLengths):
     """Everything that determines the generated files (hashed into the cache key).
 
     ``sizes`` maps split → number of structures. ``mode="frames"``: each system gives
@@ -100,28 +119,17 @@ class EMTCatalysisSpec:
     max_force: float = 10.0
     pool_bias: Dict[str, float] = field(default_factory=dict)  # adsorbate/catalyst → weight
     mode: str = "frames"
-    traj_frames_mean: float = 20.0
-    traj_frames_sigma: float = 1.4
-    traj_frames_max: int = 300
     traj_temperatures_K: Tuple[float, ...] = (300.0, 600.0, 900.0)
-    eval_frames_per_system: int = 3
 
     def __post_init__(self) -> None:
-        unknown = set(self.sizes) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"EMT catalysis sizes: unknown split(s) {sorted(unknown)}; known: {SPLITS}")
-        if any(int(n) < 0 for n in self.sizes.values()):
-            raise ValueError(f"EMT catalysis sizes must be >= 0, got {self.sizes}")
+        cache.check_sizes("EMT catalysis", self.sizes, SPLITS)
         if self.relax_frames + self.md_frames + self.rattle_frames < 1:
             raise ValueError("EMT catalysis: relax_frames + md_frames + rattle_frames must be >= 1")
         if self.mode not in ("frames", "trajectory"):
             raise ValueError(f"EMT catalysis mode must be 'frames' or 'trajectory', got {self.mode!r}")
-        if self.traj_frames_mean < 2 or self.traj_frames_sigma < 0 or self.traj_frames_max < self.traj_frames_mean:
-            raise ValueError("EMT catalysis: need traj_frames_mean >= 2, traj_frames_sigma >= 0 and "
-                             f"traj_frames_max >= traj_frames_mean (got {self.traj_frames_mean}, "
-                             f"{self.traj_frames_sigma}, {self.traj_frames_max})")
-        if not self.traj_temperatures_K or self.eval_frames_per_system < 1:
-            raise ValueError("EMT catalysis: traj_temperatures_K must be non-empty and eval_frames_per_system >= 1")
+        self.check_lengths("EMT catalysis")
+        if not self.traj_temperatures_K:
+            raise ValueError("EMT catalysis: traj_temperatures_K must be non-empty")
 
     def frames_per_system(self, split: str) -> float:
         """Expected frames a system of ``split`` contributes (sizes the generation batches)."""
@@ -135,8 +143,7 @@ class EMTCatalysisSpec:
 
     def key(self) -> str:
         """Short content hash naming the cache folder."""
-        blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache.spec_key({"v": CACHE_VERSION, **asdict(self)})
 
     def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
         """Paths of the cached dataset (:func:`ensure_dataset`)."""
@@ -212,14 +219,7 @@ _label = label_emt  # the shared EMT labeling (raw forces under REF_* keys)
 
 
 def _relax_frames(atoms: Atoms, n: int) -> Tuple[List[Atoms], Atoms]:
-    from ase.optimize import BFGS
-
-    work = atoms.copy()
-    work.calc = EMT()
-    snapshots = [work.get_positions()]
-    opt = BFGS(work, logfile=None, maxstep=0.1)
-    opt.attach(lambda: snapshots.append(work.get_positions()))
-    opt.run(fmax=0.05, steps=max(3 * n, 12))
+    snapshots, work = bfgs_path(atoms, emt_calculator, steps=max(3 * n, 12), fmax=0.05, maxstep=0.1)
     picks = np.unique(np.linspace(0, len(snapshots) - 1, n).round().astype(int))
     frames = []
     for i in picks:
@@ -270,11 +270,12 @@ def system_frames(split: str, index: int, spec: EMTCatalysisSpec) -> List[Atoms]
     return _keep(frames, split, index, spec)
 
 
-def trajectory_length(index: int, spec: EMTCatalysisSpec) -> int:
+def trajectory_length(index: int, spec) -> int:
     """Frames of system ``index``'s trajectory: log-normal with mean ``traj_frames_mean`` and
     shape ``traj_frames_sigma``, clipped to [2, traj_frames_max]. The quantile of system i is
     the golden-ratio sequence (i·0.618… + offset(seed)) mod 1, so even a pool of a few dozen
-    systems follows the heavy-tailed distribution closely (iid draws would not)."""
+    systems follows the heavy-tailed distribution closely (iid draws would not). ``spec``: a
+    :class:`TrajectoryLengths` with a ``seed``."""
     from scipy.special import ndtri
 
     offset = np.random.default_rng([spec.seed, 77]).uniform()
@@ -286,14 +287,7 @@ def trajectory_length(index: int, spec: EMTCatalysisSpec) -> int:
 
 def _relax_trajectory(atoms: Atoms, n: int) -> Tuple[List[Atoms], Atoms]:
     """Up to ``n`` frames of a BFGS relaxation (every step from the start), and the end point."""
-    from ase.optimize import BFGS
-
-    work = atoms.copy()
-    work.calc = EMT()
-    snapshots = [work.get_positions()]
-    opt = BFGS(work, logfile=None, maxstep=0.05)
-    opt.attach(lambda: snapshots.append(work.get_positions()))
-    opt.run(fmax=0.03, steps=max(n - 1, 1))
+    snapshots, work = bfgs_path(atoms, emt_calculator, steps=max(n - 1, 1), fmax=0.03, maxstep=0.05)
     frames = []
     for pos in snapshots[:n]:
         frame = atoms.copy()

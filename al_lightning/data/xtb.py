@@ -35,7 +35,6 @@ frames (conformers, small rattles, 300–600 K MD; frames with a changed bond dr
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,11 +45,11 @@ from ase import Atoms
 from ase.calculators.calculator import CalculationFailed
 
 from al_lightning import keys as K
-from al_lightning.data.cache import cache_root, cached_dataset
+from al_lightning.data.cache import cache_root, cached_dataset, check_sizes, spec_key
 from al_lightning.data.molecules import (FOUNDATION_MOLECULES, ID_MOLECULES, OOD_MOLECULES, bond_change, bonds,
                                          embed, side_of, template_sites, xtb_calculator)
 from al_lightning.data.simulate import label_frame, langevin_frames
-from al_lightning.data.synthetic import trajectory_length
+from al_lightning.data.synthetic import TrajectoryLengths, trajectory_length
 
 SPLITS = ("pool", "initial", "val", "test_id", "test_id_frames", "test_ood_mol", "test_ood_rxn")
 ID_KINDS = ("md", "h_shift", "dissociation", "isomerisation")
@@ -65,64 +64,80 @@ def _default_sizes() -> Dict[str, int]:
 
 
 @dataclass(frozen=True)
-class XTBMoleculesSpec:
+class _XTBData:
+    """What both xTB specs share: seed, MD step settings and SCF accuracy; the cache key (the
+    molecule lists included) and generation. Subclasses set ``cache_name``, ``splits``,
+    :meth:`molecule_lists`, :meth:`frames_per_system` and :meth:`frames_fn`."""
+
+    seed: int = 0
+    md_timestep_fs: float = 0.5
+    md_steps_between_frames: int = 10
+    accuracy: float = 1.0
+
+    cache_name = ""
+    splits = ()  # (a class attribute, not a field: not in the cache key)
+    elements = ("H", "C", "N", "O")
+
+    def molecule_lists(self):
+        raise NotImplementedError
+
+    def frames_per_system(self, split: str) -> float:
+        raise NotImplementedError
+
+    def frames_fn(self):
+        raise NotImplementedError
+
+    def key(self) -> str:
+        """Short content hash naming the cache folder."""
+        return spec_key({"v": CACHE_VERSION, "kind": self.cache_name, "molecules": self.molecule_lists(),
+                         **asdict(self)})
+
+    def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
+        """Paths of the cached dataset; generated once (process-safe, atomic)."""
+        sizes = {s: int(self.sizes.get(s, 0)) for s in self.splits}
+        return cached_dataset(self.cache_name, self.key(), {"version": CACHE_VERSION, **asdict(self)}, sizes,
+                              {s: self.frames_per_system(s) for s in self.splits}, partial(self.frames_fn(), spec=self),
+                              workers=workers, root=root)
+
+
+@dataclass(frozen=True)
+class XTBMoleculesSpec(_XTBData, TrajectoryLengths):
     """Everything that determines the generated reactive-molecule files (hashed into the cache key).
 
-    ``sizes``: split → frames. Trajectory lengths: log-normal (``traj_frames_mean``,
-    ``traj_frames_sigma``, at most ``traj_frames_max``); ``path_images`` frames of a reaction
-    path lead them. MD: ``md_timestep_fs`` steps, a frame every ``md_steps_between_frames``.
+    ``sizes``: split → frames. Trajectory lengths as in the EMT trajectory pool
+    (:class:`~al_lightning.data.synthetic.TrajectoryLengths`); ``path_images`` frames of a
+    reaction path lead them. MD: ``md_timestep_fs`` steps, a frame every ``md_steps_between_frames``.
     ``pool_bias``: molecule SMILES or kind name → relative weight of pool draws (a biased pool).
     """
 
-    seed: int = 0
     sizes: Dict[str, int] = field(default_factory=_default_sizes)
-    traj_frames_mean: float = 20.0
-    traj_frames_sigma: float = 1.2
-    traj_frames_max: int = 150
-    eval_frames_per_system: int = 3
-    path_images: int = 8
-    neb_steps: int = 25
-    md_temperature_K: Tuple[float, float] = (1000.0, 3000.0)
-    path_md_temperature_K: Tuple[float, float] = (500.0, 1500.0)
-    md_timestep_fs: float = 0.5
-    md_steps_between_frames: int = 10
-    max_force: float = 25.0
-    accuracy: float = 1.0
     pool_bias: Dict[str, float] = field(default_factory=dict)
+    path_images: int = 8
+    md_temperature_K: Tuple[float, float] = (1000.0, 3000.0)
+    neb_steps: int = 25
+    path_md_temperature_K: Tuple[float, float] = (500.0, 1500.0)
+    max_force: float = 25.0
+
+    cache_name = "xtb_molecules"
+    splits = SPLITS
 
     def __post_init__(self) -> None:
-        unknown = set(self.sizes) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"xTB molecules sizes: unknown split(s) {sorted(unknown)}; known: {SPLITS}")
-        if any(int(n) < 0 for n in self.sizes.values()):
-            raise ValueError(f"xTB molecules sizes must be >= 0, got {self.sizes}")
-        if self.traj_frames_mean < 2 or self.traj_frames_max < self.traj_frames_mean or self.path_images < 2:
-            raise ValueError("xTB molecules: need traj_frames_mean >= 2, traj_frames_max >= traj_frames_mean "
-                             f"and path_images >= 2 (got {self.traj_frames_mean}, {self.traj_frames_max}, "
-                             f"{self.path_images})")
+        check_sizes("xTB molecules", self.sizes, SPLITS)
+        self.check_lengths("xTB molecules")
+        if self.path_images < 2:
+            raise ValueError(f"xTB molecules: path_images must be >= 2, got {self.path_images}")
         unknown_bias = set(self.pool_bias) - set(ID_MOLECULES) - set(ID_KINDS)
         if unknown_bias:
             raise ValueError(f"xTB molecules pool_bias: unknown molecule/kind {sorted(unknown_bias)}")
 
-    cache_name = "xtb_molecules"
-    splits = SPLITS
-    elements = ("H", "C", "N", "O")
-
-    def key(self) -> str:
-        """Short content hash naming the cache folder."""
-        blob = json.dumps({"v": CACHE_VERSION, "kind": "xtb_molecules", "molecules": [ID_MOLECULES, OOD_MOLECULES],
-                           **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def molecule_lists(self):
+        return [ID_MOLECULES, OOD_MOLECULES]
 
     def frames_per_system(self, split: str) -> float:
         return self.traj_frames_mean if split in ("pool", "test_id_frames") else self.eval_frames_per_system
 
-    def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
-        """Paths of the cached dataset; generated once (process-safe, atomic)."""
-        sizes = {s: int(self.sizes.get(s, 0)) for s in SPLITS}
-        return cached_dataset(self.cache_name, self.key(), {"version": CACHE_VERSION, **asdict(self)}, sizes,
-                              {s: self.frames_per_system(s) for s in SPLITS}, partial(system_frames, spec=self),
-                              workers=workers, root=root)
+    def frames_fn(self):
+        return system_frames
 
 
 def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
@@ -294,45 +309,35 @@ def _default_foundation_sizes() -> Dict[str, int]:
 
 
 @dataclass(frozen=True)
-class XTBFoundationSpec:
+class XTBFoundationSpec(_XTBData):
     """The molecular backbone's pretraining data (hashed into the cache key): per system one
     RDKit conformer of a FOUNDATION_MOLECULES entry (round robin), briefly xTB-relaxed, then
     ``rattle_frames`` rattles and ``md_frames`` frames of a 300–600 K Langevin run; frames with a
     broken or formed bond or max |F| > ``max_force`` are dropped. ``train``/``val``: disjoint systems."""
 
-    seed: int = 0
     sizes: Dict[str, int] = field(default_factory=_default_foundation_sizes)
-    rattle_frames: int = 2
-    md_frames: int = 4
-    rattle_std: Tuple[float, float] = (0.01, 0.06)
-    md_temperature_K: Tuple[float, float] = (300.0, 600.0)
-    md_timestep_fs: float = 0.5
-    md_steps_between_frames: int = 10
     relax_steps: int = 30
     max_force: float = 10.0
-    accuracy: float = 1.0
+    cache_name = "xtb_foundation"  # class attributes (not fields) between the field groups
+    splits = FOUNDATION_SPLITS
+    md_frames: int = 4
+    md_temperature_K: Tuple[float, float] = (300.0, 600.0)
+    rattle_frames: int = 2
+    rattle_std: Tuple[float, float] = (0.01, 0.06)
 
     def __post_init__(self) -> None:
-        unknown = set(self.sizes) - set(FOUNDATION_SPLITS)
-        if unknown or int(self.sizes.get("train", 0)) < 1:
-            raise ValueError(f"xTB foundation sizes: splits {FOUNDATION_SPLITS} with train >= 1, got {self.sizes}")
+        check_sizes("xTB foundation", self.sizes, FOUNDATION_SPLITS, required=("train",))
         if self.rattle_frames < 0 or self.md_frames < 0 or self.rattle_frames + self.md_frames < 1:
             raise ValueError("xTB foundation: rattle_frames, md_frames must be >= 0 and not both 0")
 
-    cache_name = "xtb_foundation"
-    splits = FOUNDATION_SPLITS
-    elements = ("H", "C", "N", "O")
+    def molecule_lists(self):
+        return FOUNDATION_MOLECULES
 
-    def key(self) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, "kind": "xtb_foundation", "molecules": FOUNDATION_MOLECULES,
-                           **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def frames_per_system(self, split: str) -> float:
+        return self.rattle_frames + self.md_frames
 
-    def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
-        sizes = {s: int(self.sizes.get(s, 0)) for s in FOUNDATION_SPLITS}
-        per = {s: self.rattle_frames + self.md_frames for s in sizes}
-        return cached_dataset(self.cache_name, self.key(), {"version": CACHE_VERSION, **asdict(self)}, sizes, per,
-                              partial(foundation_frames, spec=self), workers=workers, root=root)
+    def frames_fn(self):
+        return foundation_frames
 
 
 def foundation_frames(split: str, index: int, spec: XTBFoundationSpec) -> List[Atoms]:

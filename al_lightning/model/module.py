@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from al_lightning import faults
 from al_lightning import keys as K
 from al_lightning.console import say
 from al_lightning.model.e0s import decide_e0s, zero_shot
@@ -204,6 +205,12 @@ class MACEModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self.shared_step(batch, self.trainer.datamodule.test_splits[dataloader_idx])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        faults.hit("fit")  # the crash-resume tests' hook (no-op without a fault plugin)
+
+    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        faults.hit("test")
 
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0):
         """One batch's predictions, detached and on the batch's device: ``{"energy": (G,),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from al_lightning import faults
+import al_fault_plugin
 from al_lightning.campaign.labeling import LabelStore
 from al_lightning.cli import main
 
@@ -41,7 +41,7 @@ def reference(tmp_path_factory):
 
 def _stopped_by(fault: str, d: Path, monkeypatch, capsys, *extra) -> int:
     monkeypatch.setenv("AL_FAULT", fault)
-    faults._counts.clear()
+    al_fault_plugin._counts.clear()
     try:
         code = main(_args(d, *extra))
     finally:

@@ -28,7 +28,7 @@ def _emt_labeled(frames):
 @pytest.mark.slow
 def test_failing_oracle_campaign_completes_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "-c", SMOKE, *FAST, "--campaign.budget=20", "--campaign.oracle=al_lightning.campaign.faults.FlakyEMT",
+    args = ["fit", "-c", SMOKE, *FAST, "--campaign.budget=20", "--campaign.oracle=al_fault_plugin.FlakyEMT",
             "--campaign.oracle_kwargs={fail_fraction: 0.1}"]
     assert main(args) == 0
     d = tmp_path / "logs" / "smoke"
@@ -51,13 +51,13 @@ def test_all_failing_oracle_stops_with_status_2_after_the_first_round(tmp_path, 
     failures (max_failed_fraction 1) completes, retrying none of them."""
     monkeypatch.chdir(tmp_path)
     d = tmp_path / "logs" / "smoke"
-    args = ["fit", "-c", SMOKE, *FAST, "--campaign.rounds=1", "--campaign.oracle=al_lightning.campaign.faults.FlakyEMT",
+    args = ["fit", "-c", SMOKE, *FAST, "--campaign.rounds=1", "--campaign.oracle=al_fault_plugin.FlakyEMT",
             "--campaign.oracle_kwargs={fail_fraction: 1.0}"]
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     db = d / "labels.db"
     assert last.startswith(f"al-lightning: error: {db}: 8 of 8 labels of round 0 failed (more than "
-                           "campaign.max_failed_fraction=0.5; first: al_lightning.campaign.faults.FlakyEMT failed")
+                           "campaign.max_failed_fraction=0.5; first: al_fault_plugin.FlakyEMT failed")
     assert f"fix the oracle and delete their rows (ase db {db} round=0,status=failed --delete --yes)" in last
     assert len(LabelStore(d).stored(0)[1]) == 8 and not (d / "campaign.json").exists()
     calls = (d / "oracle_calls.jsonl").read_text()
