@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from al_lightning.campaign.interrupts import Stopped
-from al_lightning.campaign.labeling import HandoffPending
+from al_lightning.oracle import HandoffPending
 from al_lightning.campaign.state import os_error_line
 from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory, resolve_seeds
 from al_lightning.data.datamodule import ActiveDataModule

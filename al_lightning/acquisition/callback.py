@@ -31,6 +31,7 @@ from al_lightning.acquisition.predict import ShardBatches, predict_batches
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Selection, Strategy
 from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk
 from al_lightning.model.mace import on_device
+from al_lightning.oracle.handoff import HandoffPending
 
 
 def pool_predict(ctx: AcquisitionContext, scorer: PoolScorer) -> Tuple[TopK, List[int]]:
@@ -84,11 +85,7 @@ class Labeler(Protocol):
     def save_selection(self, round_: int, ids: List[int], diagnostics: Dict[str, Any]) -> None: ...
 
     def label(self, round_: int, ids: List[int]) -> Any:
-        """(ids labeled, labeled Atoms, {id: error}) — or a hand-off message (str)."""
-
-
-class HandoffPending(Exception):
-    """The file hand-off oracle wrote a request; the campaign stops cleanly until labels exist."""
+        """(ids labeled, labeled Atoms, {id: error}) — or a :class:`HandoffPending` (the file hand-off)."""
 
 
 @dataclass
@@ -146,8 +143,8 @@ class AcquisitionCallback(pl.Callback):
     def _label(self, trainer: pl.Trainer, dm, ids: Sequence[int]) -> None:
         outcome = self.labeler.label(self.round, list(ids)) if trainer.is_global_zero else None
         outcome = trainer.strategy.broadcast(outcome, src=0)
-        if isinstance(outcome, str):
-            raise HandoffPending(outcome)
+        if isinstance(outcome, HandoffPending):  # broadcast to every rank: all stop the same way
+            raise outcome
         done, labeled, failed = outcome
         dm.add(done, labeled)
         dm.excluded_ids.update(failed)

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from al_lightning.campaign import outputs
-from al_lightning.campaign.labeling import (FileHandoffOracle, HandoffPending, LabelStore, label_round,
-                                            predicted_max_forces, sanity_problem)
-from al_lightning.oracle import make_oracle, oracle_spec
+from al_lightning.campaign.labeling import LabelStore, label_round, predicted_max_forces, sanity_problem
+from al_lightning.oracle import HandoffPending, make_oracle, oracle_spec
 
 
 class CampaignLabeler:
@@ -28,16 +27,16 @@ class CampaignLabeler:
         outputs.log_diagnostics(self.dir / "tb" / "rounds", round_, diagnostics)
 
     def label(self, round_: int, ids: List[int]):
-        """(ids labelled, labels, failures) — or the hand-off message."""
+        """(ids labelled, labels, failures) — or the :class:`HandoffPending` to raise on every rank."""
         pool = self.dm.pool_dataset()
         structures = [pool.get_atoms(int(i))[1] for i in ids]
         oracle = self.oracle(round_)
         try:
             return label_round(self.store, round_, ids, structures, oracle, self.oracle_name, self._sanity(ids))
         except HandoffPending as exc:
-            return str(exc)
+            return exc
         finally:
-            getattr(oracle, "close", lambda: None)()  # a timeout worker process ends with the round
+            oracle.close()  # a timeout worker process ends with the round
 
     @property
     def oracle_name(self) -> str:
@@ -45,9 +44,8 @@ class CampaignLabeler:
 
     def oracle(self, round_: int):
         """The round's oracle (built before anything is written, so a bad calculator fails early)."""
-        if self.cfg.oracle == "file":
-            return FileHandoffOracle(self.dir, round_)
-        return make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm, timeout_s=self.cfg.oracle_timeout)
+        return make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm, timeout_s=self.cfg.oracle_timeout,
+                           handoff=(self.dir, round_))
 
     def _sanity(self, ids: List[int]):
         predicted = predicted_max_forces(self.module, self.dm, ids) if self.cfg.sanity_max_force else {}

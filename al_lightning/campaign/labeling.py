@@ -17,16 +17,14 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 from ase import Atoms
 
 from al_lightning import faults
-from al_lightning.acquisition.callback import HandoffPending
 from al_lightning.campaign import interrupts, labeldb
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
 from al_lightning.campaign.state import read_selection
-from al_lightning.data.io import DataError, StructureFile, write_extxyz
+from al_lightning.data.io import DataError
 from al_lightning.oracle import OracleError
 
 
@@ -151,7 +149,7 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
     store.verify(r, hashes)
     labels, failed = store.stored(r)
     todo = [(i, a) for i, a in zip(ids, structures) if i not in labels and i not in failed]
-    if todo and getattr(oracle, "batch_only", False):
+    if todo and oracle.batch_only:
         t0 = time.perf_counter()
         got = oracle.label([i for i, _ in todo], [a for _, a in todo])
         share = (time.perf_counter() - t0) / len(todo)
@@ -177,38 +175,3 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
         faults.hit("label")
     done = [i for i in ids if i in labels]
     return done, [labels[i] for i in done], {i: failed[i] for i in ids if i in failed}
-
-
-class FileHandoffOracle:
-    """Cluster hand-off: write the selection to a request file, stop, resume when labels exist.
-
-    The labels file must hold the same structures in the same order (numbers and positions
-    within 1e-4 Å) with ``REF_energy`` and ``REF_forces`` (any ASE-readable extxyz).
-    """
-
-    name = "file"
-    batch_only = True
-
-    def __init__(self, directory: Path, round_: int) -> None:
-        self.request = directory / "handoff" / f"round_{round_:03d}.request.extxyz"
-        self.labels = directory / "handoff" / f"round_{round_:03d}.labels.extxyz"
-
-    def label(self, ids: Sequence[int], structures: Sequence[Atoms]) -> List[Atoms]:
-        if not self.labels.exists():
-            for i, a in zip(ids, structures):
-                a.info["pool_id"] = int(i)
-            write_extxyz(self.request, structures)
-            raise HandoffPending(f"labels needed: compute REF_energy/REF_forces for the {len(ids)} structures in "
-                                 f"{self.request} and write them, same order, to {self.labels}; then rerun the same command")
-        got = StructureFile(self.labels)
-        if len(got) != len(structures):
-            raise DataError(f"{self.labels}: {len(got)} structures, expected {len(structures)} (as in {self.request})")
-        out = []
-        for k, want in enumerate(structures):
-            have = got[k]
-            same = len(have) == len(want) and np.array_equal(have.numbers, want.numbers) and \
-                np.allclose(have.positions, want.positions, atol=1e-4)
-            if not same:
-                raise DataError(f"{self.labels}: record {k}: not the requested structure (pool id {ids[k]})")
-            out.append(have)
-        return out

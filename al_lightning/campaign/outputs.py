@@ -15,7 +15,7 @@ import torch
 
 from al_lightning.acquisition.config import strategy_label
 from al_lightning.atomic import atomic_write
-from al_lightning.oracle.oracles import oracle_spec
+from al_lightning.oracle.factory import oracle_spec
 from al_lightning.campaign.plotting import SPLIT_COLOURS, SPLIT_LEGEND, ordered_splits, pyplot, save, scale_axis
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -24,13 +24,21 @@ class OracleError(RuntimeError):
 
 
 class Oracle(ABC):
-    """Labels pool structures. ``structures`` are the unlabeled pool records of ``ids``."""
+    """Labels pool structures. ``structures`` are the unlabeled pool records of ``ids``.
+
+    ``batch_only``: the oracle labels a round's whole selection in one call (the file hand-off)
+    instead of one structure per call; :meth:`close` ends what it holds (a worker process) and
+    runs when the round's labeling ends, also after an error."""
 
     name = "oracle"
+    batch_only = False
 
     @abstractmethod
     def label(self, ids: Sequence[int], structures: Sequence[Atoms]) -> List[Atoms]:
         """Labeled copies, one per id, in order."""
+
+    def close(self) -> None:
+        """Release what the oracle holds (nothing by default)."""
 
 
 class StoredLabelOracle(Oracle):
@@ -116,34 +124,3 @@ class CalculatorOracle(Oracle):
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
-
-
-def oracle_spec(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]] = None
-                ) -> Tuple[str, Dict[str, Any]]:
-    """``campaign.oracle`` (+ ``oracle_kwargs``) → (name or import path, keyword arguments).
-
-    ``spec``: ``"stored"``, ``"file"``, an import path, or ``{class_path: …, init_args: {…}}``
-    (an ASE calculator class, or an :class:`Oracle` subclass with ``label(ids, structures)``)."""
-    kwargs = dict(kwargs or {})
-    if isinstance(spec, str):
-        return spec, kwargs
-    if not isinstance(spec, dict) or "class_path" not in spec or set(spec) - {"class_path", "init_args"}:
-        raise ValueError(f"campaign.oracle must be 'stored', 'file', an import path or "
-                         f"{{class_path: ..., init_args: {{...}}}}, got {spec!r}")
-    both = sorted(set(kwargs) & set(spec.get("init_args") or {}))
-    if both:
-        raise ValueError(f"campaign.oracle init_args and campaign.oracle_kwargs both set {both}: keep one")
-    return str(spec["class_path"]), {**(spec.get("init_args") or {}), **kwargs}
-
-
-def make_oracle(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]], datamodule,
-                timeout_s: Optional[float] = None) -> Oracle:
-    """``"stored"`` → :class:`StoredLabelOracle`; an :class:`Oracle` subclass → an instance of it;
-    any other import path (an ASE calculator) → :class:`CalculatorOracle`."""
-    name, kwargs = oracle_spec(spec, kwargs)
-    if name == "stored":
-        return StoredLabelOracle(datamodule.structure_file("pool"))
-    target = import_object(name)
-    if isinstance(target, type) and issubclass(target, Oracle):
-        return target(**kwargs)
-    return CalculatorOracle(name, kwargs, timeout_s=timeout_s)
