@@ -10,6 +10,7 @@ point), other commands as subprocesses. Every command must exit 0.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -93,9 +94,12 @@ def test_readme_commands_run_in_order(tmp_path, monkeypatch, capsys):
     run, _, _ = commands()
     assert any(a[:2] == [".venv/bin/al-lightning", "fit"] for a in run)
     for argv in run:
-        argv = adapt(argv, tmp_path)
-        redirect = argv[argv.index(">") + 1] if ">" in argv else None  # the one shell feature used
+        env = dict(a.split("=", 1) for a in argv[:next(i for i, a in enumerate(argv) if "=" not in a)])
+        argv = adapt(argv[len(env):], tmp_path)  # the shell features used: leading VAR=value assignments
+        redirect = argv[argv.index(">") + 1] if ">" in argv else None  # (PYTHONPATH for your plug-ins) and >
         argv = argv[:argv.index(">")] if redirect else argv
+        if "PYTHONPATH" in env:
+            monkeypatch.syspath_prepend(str(tmp_path / env["PYTHONPATH"]))
         if argv[0] == ".venv/bin/al-lightning":
             code = main(argv[1:])
             out = capsys.readouterr()
@@ -104,7 +108,8 @@ def test_readme_commands_run_in_order(tmp_path, monkeypatch, capsys):
                 Path(redirect).write_text(out.out)
         else:
             exe = str(bindir / argv[0].removeprefix(".venv/bin/")) if argv[0].startswith(".venv/bin/") else argv[0]
-            done = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=300)
+            done = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=300,
+                                  env={**os.environ, **env})
             assert done.returncode == 0, f"{shlex.join(argv)} exited {done.returncode}: {done.stderr[-800:]}"
     # what the steps promise: results where the README says, the hand-off finished
     assert (tmp_path / "logs" / "smoke" / "campaign.json").exists()

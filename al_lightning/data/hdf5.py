@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -23,6 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import Hartree
 
 from al_lightning.data.io import DataError, normalise
+from al_lightning.data.source import StructureSource
 
 T1X_ENERGY = "wB97x_6-31G(d).energy"
 T1X_FORCES = "wB97x_6-31G(d).forces"
@@ -31,7 +32,7 @@ T1X_ENDPOINTS = ("reactant", "product", "transition_state")
 RGD1_KINDS = {"R": "RG", "P": "PG", "TS": "TSG"}  # frame kind -> geometry dataset
 
 
-class _H5Reader:
+class _H5Reader(StructureSource):
     """Shared plumbing: a per-process ``h5py.File`` handle (h5py handles survive no fork)."""
 
     path: Path
@@ -50,9 +51,6 @@ class _H5Reader:
         state = dict(self.__dict__)
         state["_file"] = None
         return state
-
-    def __iter__(self) -> Iterator[Atoms]:
-        return (self[i] for i in range(len(self)))
 
     def _check_path(self) -> None:
         if not self.path.exists():
@@ -112,7 +110,8 @@ class T1xFile(_H5Reader):
     ``energy_key``/``forces_key`` name the HDF5 datasets.
     """
 
-    has_forces = True
+    format = "t1x"
+    default_energy_key, default_forces_key = T1X_ENERGY, T1X_FORCES
 
     def __init__(self, path: "str | Path", split: str = "train", energy_key: str = T1X_ENERGY,
                  forces_key: str = T1X_FORCES, require_labels: bool = True,
@@ -212,7 +211,16 @@ class RGD1File(_H5Reader):
     Groups are validated when read (177k reactions: opening stays fast).
     """
 
+    format = "rgd1"
     has_forces = False
+    default_energy_key, default_forces_key = "E", None  # single point; "H", "F" also valid
+
+    @classmethod
+    def open(cls, path, energy_key=None, forces_key=None, require_labels=True, elements=None, **options):
+        if forces_key is not None:
+            raise DataError(f"{path}: RGD1 has no forces (got forces_key={forces_key!r})")
+        return cls(path, energy_key=energy_key or cls.default_energy_key, require_labels=require_labels,
+                   elements=elements, **options)
 
     def __init__(self, path: "str | Path", energy_key: str = "E", require_labels: bool = True,
                  elements: Optional[Sequence[int]] = None, kinds: Sequence[str] = ("R", "P", "TS")) -> None:

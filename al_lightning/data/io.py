@@ -19,6 +19,7 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 
 from al_lightning import keys as K
+from al_lightning.data.source import StructureSource
 
 EXTXYZ_SUFFIXES = (".xyz", ".extxyz")
 
@@ -138,12 +139,14 @@ def extxyz_offsets(path: Path) -> np.ndarray:
     return arr
 
 
-class StructureFile:
-    """Indexed random access to the structures of one file (extxyz, ASE db, traj, …).
+class StructureFile(StructureSource):
+    """Indexed random access to the structures of one file (extxyz, ASE db, traj, …): ``format: ase``.
 
     ``file[i]`` reads record ``i`` only (byte offsets for extxyz, row ids for ASE db,
     ``ase.io.Trajectory`` for traj; other formats are read once and held in memory).
     """
+
+    format = "ase"
 
     def __init__(self, path: "str | Path", energy_key: str = K.REF_ENERGY, forces_key: str = K.REF_FORCES,
                  require_labels: bool = True, elements: Optional[Sequence[int]] = None,
@@ -233,8 +236,13 @@ class StructureFile:
         return normalise(self.raw(i), f"{self.path}: record {i}", self.energy_key, self.forces_key,
                          self.require_labels, self.require_forces, self.elements)
 
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
+    @classmethod
+    def open(cls, path, energy_key=None, forces_key=None, require_labels=True, elements=None, **options):
+        if isinstance(path, (list, tuple)):
+            raise DataError(f"{path}: format 'ase' reads one file, got a list")
+        if options:
+            raise DataError(f"{path}: unexpected options {sorted(options)} for an ASE-readable file")
+        return super().open(path, energy_key, forces_key, require_labels, elements)
 
 
 def read_structures(path: "str | Path", **kwargs) -> List[Atoms]:

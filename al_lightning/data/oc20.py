@@ -19,12 +19,13 @@ import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
 
 from al_lightning.data.io import DataError, extxyz_offsets, normalise
+from al_lightning.data.source import StructureSource
 
 XYZ_SUFFIX = ".extxyz.xz"
 TXT_SUFFIX = ".txt.xz"
@@ -153,7 +154,7 @@ def _read_frame(path: Path, offset: int) -> Atoms:
     return read(_io.StringIO(text), format="extxyz", index=0)
 
 
-class OC20S2EF:
+class OC20S2EF(StructureSource):
     """Indexed random access to an OC20 S2EF split (same protocol as ``StructureFile``).
 
     ``len(f)``, ``f.raw(i)`` (Atoms as stored: tags, FixAtoms from ``move_mask``, calculator
@@ -162,7 +163,16 @@ class OC20S2EF:
     indexes it and checks that the txt line count equals the frame count.
     """
 
-    has_forces = True
+    format = "oc20"
+    default_energy_key, default_forces_key = "energy", "forces"  # calculator fields
+
+    @classmethod
+    def detect(cls, path) -> bool:
+        """A ``*.extxyz.xz`` file, a folder holding some, or a list of those."""
+        if isinstance(path, (list, tuple)):
+            return bool(path) and all(str(p).endswith(XYZ_SUFFIX) or Path(p).is_dir() for p in path)
+        p = Path(path)
+        return p.name.endswith(XYZ_SUFFIX) or (p.is_dir() and any(c.name.endswith(XYZ_SUFFIX) for c in p.iterdir()))
 
     def __init__(self, path: Union[str, Path, Sequence[Union[str, Path]]], energy_key: str = "energy",
                  forces_key: str = "forces", require_labels: bool = True,
@@ -225,9 +235,6 @@ class OC20S2EF:
         k, j = self.locate(i)
         return normalise(self.raw(i), f"{self.chunks[k]}: record {j}", self.energy_key, self.forces_key,
                          self.require_labels, self.require_labels, self.elements)
-
-    def __iter__(self) -> Iterator[Atoms]:
-        return (self[i] for i in range(len(self)))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -1,41 +1,52 @@
 """One entry point for every structure source (docs/design.md §7): :func:`open_structures`.
 
-All readers share ``StructureFile``'s protocol: ``len(r)``, ``r.raw(i)`` (as stored),
-``r[i]`` (normalised: ``info["REF_energy"]`` in eV, raw ``arrays["REF_forces"]`` in eV/Å),
-``iter(r)``, and the attributes ``path``, ``energy_key``, ``forces_key``,
-``require_labels``, ``elements``, ``has_forces`` (False for energy-only data such as RGD1:
-switch the force loss off). ``StructureFile`` has no ``has_forces``; use
-:func:`has_forces`.
+Every reader is a :class:`~al_lightning.data.source.StructureSource`; ``data.format`` (or a file's
+own ``format``) names a built-in one (``ase``, ``oc20``, ``t1x``, ``rgd1``), ``auto`` (each
+source's ``detect``, else ``ase``), or the import path of your own subclass.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Type, Union
 
-from al_lightning import keys as K
-from al_lightning.data.hdf5 import T1X_ENERGY, T1X_FORCES, RGD1File, T1xFile
+from al_lightning.data.hdf5 import RGD1File, T1xFile
 from al_lightning.data.io import DataError, StructureFile
 from al_lightning.data.oc20 import XYZ_SUFFIX, OC20S2EF
+from al_lightning.data.source import PathLike, StructureSource
+from al_lightning.plugins import import_object
 
-FORMATS = ("auto", "ase", "oc20", "t1x", "rgd1")
+SOURCES: Dict[str, Type[StructureSource]] = {c.format: c for c in (StructureFile, OC20S2EF, T1xFile, RGD1File)}
+FORMATS = ("auto", *SOURCES)
 HDF5_SUFFIXES = (".h5", ".hdf5")
-PathLike = Union[str, Path]
 
 
 def detect_format(path: Union[PathLike, Sequence[PathLike]]) -> str:
-    """"oc20" for a folder of ``*.extxyz.xz`` / a ``.extxyz.xz`` file / a list of those,
-    "ase" for anything else; HDF5 files raise DataError (Transition1x or RGD1: name it)."""
+    """The first built-in source whose ``detect`` accepts ``path``, else "ase"; HDF5 files raise
+    DataError (Transition1x or RGD1: name it), so does a list that no source reads."""
+    found = [name for name, cls in SOURCES.items() if cls.detect(path)]
+    if found:
+        return found[0]
     if isinstance(path, (list, tuple)):
-        if path and all(str(p).endswith(XYZ_SUFFIX) or Path(p).is_dir() for p in path):
-            return "oc20"
         raise DataError(f"{path}: a list of paths is only read as OC20 S2EF chunks ('*{XYZ_SUFFIX}' or folders)")
-    p = Path(path)
-    if p.name.lower().endswith(HDF5_SUFFIXES):
-        raise DataError(f"{p}: HDF5 layout is ambiguous; set fmt='t1x' (Transition1x) or fmt='rgd1' (RGD1)")
-    if p.name.endswith(XYZ_SUFFIX) or (p.is_dir() and any(c.name.endswith(XYZ_SUFFIX) for c in p.iterdir())):
-        return "oc20"
+    if Path(path).name.lower().endswith(HDF5_SUFFIXES):
+        raise DataError(f"{path}: HDF5 layout is ambiguous; set fmt='t1x' (Transition1x) or fmt='rgd1' (RGD1)")
     return "ase"
+
+
+def source_class(fmt: str, path="data") -> Type[StructureSource]:
+    """The source a format names: a built-in name or the import path of a StructureSource subclass."""
+    if fmt in SOURCES:
+        return SOURCES[fmt]
+    if "." in fmt:
+        try:
+            cls = import_object(fmt, what="format", example="my_package.readers.MySource")
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        if isinstance(cls, type) and issubclass(cls, StructureSource):
+            return cls
+        raise DataError(f"{path}: format {fmt!r} is not a StructureSource subclass")
+    raise DataError(f"{path}: unknown format '{fmt}' (choose from {list(FORMATS)} or a StructureSource import path)")
 
 
 def open_structures(path: Union[PathLike, Sequence[PathLike]], fmt: str = "auto",
@@ -48,24 +59,8 @@ def open_structures(path: Union[PathLike, Sequence[PathLike]], fmt: str = "auto"
     also valid) and no forces. ``fmt_kwargs`` go to the reader (t1x: ``split``,
     ``include_endpoints``; rgd1: ``kinds``).
     """
-    if fmt not in FORMATS:
-        raise DataError(f"{path}: unknown format '{fmt}' (choose from {list(FORMATS)})")
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    common = dict(require_labels=require_labels, elements=elements)
-    if fmt == "oc20":
-        return OC20S2EF(path, energy_key or "energy", forces_key or "forces", **common, **fmt_kwargs)
-    if fmt == "t1x":
-        return T1xFile(path, energy_key=energy_key or T1X_ENERGY, forces_key=forces_key or T1X_FORCES,
-                       **common, **fmt_kwargs)
-    if fmt == "rgd1":
-        if forces_key is not None:
-            raise DataError(f"{path}: RGD1 has no forces (got forces_key={forces_key!r})")
-        return RGD1File(path, energy_key=energy_key or "E", **common, **fmt_kwargs)
-    if isinstance(path, (list, tuple)):
-        raise DataError(f"{path}: format '{fmt}' reads one file, got a list")
-    if fmt_kwargs:
-        raise DataError(f"{path}: unexpected options {sorted(fmt_kwargs)} for an ASE-readable file")
-    return StructureFile(path, energy_key or K.REF_ENERGY, forces_key or K.REF_FORCES, **common)
+    cls = source_class(detect_format(path) if fmt == "auto" else fmt, path)
+    return cls.open(path, energy_key, forces_key, require_labels=require_labels, elements=elements, **fmt_kwargs)
 
 
 def has_forces(reader) -> bool:
@@ -73,4 +68,5 @@ def has_forces(reader) -> bool:
     return bool(getattr(reader, "has_forces", True))
 
 
-__all__ = ["open_structures", "detect_format", "has_forces", "OC20S2EF", "T1xFile", "RGD1File", "FORMATS"]
+__all__ = ["open_structures", "detect_format", "source_class", "has_forces", "StructureSource", "OC20S2EF", "T1xFile",
+           "RGD1File", "FORMATS", "SOURCES"]

@@ -6,7 +6,6 @@ written to disk before it is used (see :mod:`al_lightning.campaign`).
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -17,6 +16,7 @@ from al_lightning import keys as K
 from al_lightning.data.io import DataError, StructureFile, normalise
 from al_lightning.data.readers import has_forces
 from al_lightning.oracle.worker import set_charge_spin
+from al_lightning.plugins import import_object  # noqa: F401  (re-exported: campaign/preflight, oracle/factory)
 
 
 class OracleError(RuntimeError):
@@ -59,17 +59,6 @@ class StoredLabelOracle(Oracle):
             except DataError as exc:
                 raise OracleError(f"stored-label oracle: {exc} (use a calculator oracle for unlabeled pools)") from None
         return out
-
-
-def import_object(path: str) -> Any:
-    """``"package.module.Name"`` → the object (clear error when it does not exist)."""
-    module, _, name = path.rpartition(".")
-    if not module:
-        raise ValueError(f"oracle {path!r}: expected an import path like 'ase.calculators.emt.EMT'")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"oracle {path!r}: cannot import ({exc})") from None
 
 
 class CalculatorOracle(Oracle):
