@@ -159,13 +159,16 @@ def _check_file(path: Path) -> None:
         raise unreadable(path, "not an ASE database: no 'systems' table")
 
 
-def read_db(path: Path) -> List[Outcome]:
-    """Every outcome stored in the database ``path`` ([] without one), or a StateError."""
+def read_db(path: Path, round_: Optional[int] = None, db=None, check: bool = True) -> List[Outcome]:
+    """The outcomes stored in the database ``path`` ([] without one), or a StateError: every row, or
+    round ``round_``'s only (selected by SQLite); ``db``: an open :func:`connect` of ``path``;
+    ``check``: run SQLite's integrity check first (a per-round read after a full one skips it)."""
     if not path.exists() or path.stat().st_size == 0:
         return []
-    _check_file(path)
+    if check:
+        _check_file(path)
     try:
-        rows = list(connect(path).select())
+        rows = list((db or connect(path)).select(**({} if round_ is None else {"round": int(round_)})))
     except Exception as exc:  # sqlite3 or ase decoding errors
         raise unreadable(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}") \
             from None

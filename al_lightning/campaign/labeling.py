@@ -39,6 +39,14 @@ class LabelStore:
         self.root = campaign_dir / "labels"
         self.path = campaign_dir / labeldb.DB_NAME
         self.log_path = campaign_dir / "oracle_calls.jsonl"
+        self._db = None  # one database handle per run
+        self._checked = False  # every row validated once per run; then per-round queries
+
+    def database(self):
+        """The run's handle of ``labels.db`` (:func:`labeldb.connect`, opened once)."""
+        if self._db is None:
+            self._db = labeldb.connect(self.path)
+        return self._db
 
     def round_dir(self, r: int) -> Path:
         return self.root / f"round_{r:03d}"
@@ -51,9 +59,15 @@ class LabelStore:
         write_json(self.round_dir(r) / "selected.json", [int(i) for i in ids])
 
     def outcomes(self, r: int) -> Dict[int, labeldb.Outcome]:
-        """Round r's stored outcomes by pool id (labels.db; per-file labels of an older campaign until imported)."""
-        found = labeldb.read_db(self.path) if self.path.exists() else labeldb.read_legacy(self.root)
-        return {o.pool_id: o for o in found if o.round == r}
+        """Round r's stored outcomes by pool id (labels.db; per-file labels of an older campaign until
+        imported). The first read of a run validates every row; later ones select round r in SQL."""
+        if not self.path.exists():
+            return {o.pool_id: o for o in labeldb.read_legacy(self.root) if o.round == r}
+        if not self._checked:
+            labeldb.read_db(self.path, db=self.database())
+            self._checked = True
+        found = labeldb.read_db(self.path, round_=r, db=self.database(), check=False)
+        return {o.pool_id: o for o in found}
 
     def stored(self, r: int) -> Tuple[Dict[int, Atoms], Dict[int, str]]:
         """(labels by id, failure messages by id) already stored for round r."""
@@ -80,7 +94,7 @@ class LabelStore:
                 legacy = labeldb.read_legacy(self.root)
                 if legacy:
                     labeldb.import_legacy(self.path, legacy, self.log_path)
-            labeldb.write_outcome(labeldb.connect(self.path), r, pool_id, atoms, error, oracle, structure, seconds)
+            labeldb.write_outcome(self.database(), r, pool_id, atoms, error, oracle, structure, seconds)
             if oracle is not None:
                 self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed")
 

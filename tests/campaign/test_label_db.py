@@ -18,6 +18,7 @@ from al_lightning.campaign import labeldb
 from al_lightning.campaign.labeling import LabelStore, label_round
 from al_lightning.cli import main
 from al_lightning.data.io import write_extxyz
+from al_lightning.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -56,7 +57,7 @@ def reference(tmp_path_factory):
     return d
 
 
-class _Oracle:
+class _Oracle(Oracle):
     """Labels with zero energy and given forces; fails on pool id 3."""
 
     def label(self, ids, structures):

@@ -17,6 +17,7 @@ from ase.build import bulk
 
 from al_lightning.campaign.labeling import LabelStore, StoredLabelMismatch, label_round
 from al_lightning.cli import main
+from al_lightning.oracle import Oracle
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -234,7 +235,7 @@ def test_old_campaign_with_only_campaign_json_resumes(tmp_path, monkeypatch, cap
     assert json.loads((out / "fingerprint.json").read_text())["budget"] == 8
 
 
-class _CopyOracle:
+class _CopyOracle(Oracle):
     def __init__(self):
         self.calls = []
 
