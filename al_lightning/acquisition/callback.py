@@ -147,5 +147,5 @@ class AcquisitionCallback(pl.Callback):
             raise outcome
         done, labeled, failed = outcome
         dm.add(done, labeled)
-        dm.excluded_ids.update(failed)
+        dm.exclude(failed)
         self.result.labeled, self.result.failed = [int(i) for i in done], dict(failed)

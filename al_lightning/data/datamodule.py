@@ -10,7 +10,6 @@ pool file (file order).
 
 from __future__ import annotations
 
-import copy
 
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -18,12 +17,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import lightning.pytorch as pl
 import numpy as np
 from ase import Atoms
-from ase.constraints import FixAtoms
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
-from al_lightning.data.io import DataError, free_mask, normalise
+from al_lightning.data.labeled import LabeledSet
+from al_lightning.data.io import DataError, normalise
 from al_lightning.data.readers import has_forces, open_structures
 from al_lightning.data.cache import cache_root
 from al_lightning.data.synthetic import EMTCatalysisSpec
@@ -81,6 +80,11 @@ class ActiveDataModule(pl.LightningDataModule):
                  num_workers: int = 0, generate_workers: int = 2, seed: Optional[int] = None,
                  energy_only: bool = False, initial_size: Optional[int] = None) -> None:
         super().__init__()
+        self._settings = dict(emt=emt, xtb=xtb, files=files, format=format, energy_key=energy_key,
+                              forces_key=forces_key, elements=elements, batch_size=batch_size,
+                              eval_batch_size=eval_batch_size, num_workers=num_workers,
+                              generate_workers=generate_workers, seed=seed, energy_only=energy_only,
+                              initial_size=initial_size)  # what a committee member's view is built from
         if sum(x is not None for x in (emt, xtb, files)) > 1:
             raise ValueError("data: give one of 'emt', 'xtb' or 'files' (set the others to null)")
         if batch_size < 1 or eval_batch_size < 1:
@@ -101,9 +105,9 @@ class ActiveDataModule(pl.LightningDataModule):
         self.num_workers, self.generate_workers, self.seed = num_workers, generate_workers, seed
         self.energy_only, self.initial_size = energy_only, initial_size
         self.round = 0
-        self.labeled_ids: List[int] = []  # pool ids acquired so far, in order
-        self.added: List[Atoms] = []  # their labeled structures
-        self.excluded_ids: set = set()  # pool ids never to offer again (e.g. oracle failures)
+        self.labeled = LabeledSet()  # acquired pool ids, their labels, exclusions (e.g. oracle failures)
+        self._initial: Optional[List[int]] = None  # a member view's fixed initial records
+        self.train_indices: Optional[List[int]] = None  # a member view's bootstrap resample
         self._open: Dict[str, Any] = {}
         self._z_table, self._cutoff = None, None
 
@@ -201,7 +205,7 @@ class ActiveDataModule(pl.LightningDataModule):
 
     def initial_indices(self) -> List[int]:
         """Records of the ``initial`` file that start the labeled set (all, or a seeded subset)."""
-        if getattr(self, "_initial", None) is not None:
+        if self._initial is not None:
             return list(self._initial)
         n = len(self.structure_file("initial"))
         if self.initial_size is None:
@@ -216,28 +220,30 @@ class ActiveDataModule(pl.LightningDataModule):
         init = self.structure_file("initial")
         return [init[i] for i in self.initial_indices()] + list(self.added)
 
+    @property
+    def labeled_ids(self) -> List[int]:
+        """Pool ids acquired so far, in order (read-only view of :attr:`labeled`)."""
+        return list(self.labeled.ids)
+
+    @property
+    def added(self) -> List[Atoms]:
+        """Their labeled structures."""
+        return list(self.labeled.structures)
+
     def add(self, ids: Sequence[int], structures: Sequence[Atoms]) -> None:
-        """Append labeled pool structures; ids are global pool ids, validated first."""
-        ids = [int(i) for i in ids]
-        if len(ids) != len(structures):
-            raise ValueError(f"add: {len(ids)} ids but {len(structures)} structures")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"add: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})}")
-        n_pool = self.pool_size
-        known = set(self.labeled_ids)
+        """Append labeled pool structures; ids are global pool ids, validated first (labels present
+        and finite, forces unless the data are energy-only)."""
         for i, atoms in zip(ids, structures):
-            if not 0 <= i < n_pool:
-                raise ValueError(f"add: pool id {i} out of range (pool has {n_pool})")
-            if i in known:
-                raise ValueError(f"add: pool id {i} is already labeled")
-            normalise(atoms, f"label of pool id {i}", require_forces=self.has_forces)  # present and finite
-        self.labeled_ids.extend(ids)
-        self.added.extend(structures)
+            normalise(atoms, f"label of pool id {int(i)}", require_forces=self.has_forces)
+        self.labeled.add(ids, structures, self.pool_size)
+
+    def exclude(self, ids) -> None:
+        """Pool ids never to offer again (e.g. oracle failures)."""
+        self.labeled.exclude(ids)
 
     def candidate_ids(self) -> np.ndarray:
         """Pool ids still available for acquisition (sorted)."""
-        taken = set(self.labeled_ids) | set(self.excluded_ids)
-        return np.array([i for i in range(self.pool_size) if i not in taken], dtype=np.int64)
+        return self.labeled.candidates(self.pool_size)
 
     # ------------------------------------------------------------------ loaders
     def _graphs(self, get_atoms, n: int) -> GraphDataset:
@@ -264,19 +270,20 @@ class ActiveDataModule(pl.LightningDataModule):
         return self._loader(ds, ShardSampler(len(ds)), self.eval_batch_size)
 
     def member_view(self, seed: int, bootstrap: bool = False) -> "ActiveDataModule":
-        """A shallow copy for a committee member: its own training seed (batch order) and,
-        with ``bootstrap``, a seeded bootstrap resample of the labeled set for training
-        (validation, tests and the pool unchanged; nothing is copied but the settings)."""
-        view = copy.copy(self)
+        """A datamodule for a committee member, built from this one's settings: its own training seed
+        (batch order), a copy of the labeled set and, with ``bootstrap``, a seeded bootstrap resample
+        of it for training (validation, tests and the pool the same files, already open)."""
+        view = ActiveDataModule(**{**self._settings, "seed": int(seed)})
+        view._open, view._z_table, view._cutoff = self._open, self._z_table, self._cutoff
+        view.round, view.labeled = self.round, self.labeled.copy()
         view._initial = self.initial_indices()  # the main model's labeled set, whatever the view's seed
-        view.trainer, view.seed = None, int(seed)
         n = len(self.labeled_structures())
         view.train_indices = np.random.default_rng(seed).integers(0, n, n).tolist() if bootstrap else None
         return view
 
     def train_dataloader(self) -> DataLoader:
         ds = self.labeled_dataset()
-        if getattr(self, "train_indices", None) is not None:
+        if self.train_indices is not None:
             ds = Subset(ds, self.train_indices)
         rank, world = self._rank_world()
         seed = self.seed if self.seed is not None else 0  # a Campaign sets it (resolve_seeds)
@@ -327,31 +334,11 @@ class ActiveDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"round": self.round, "labeled_ids": list(self.labeled_ids),
-                "excluded_ids": sorted(self.excluded_ids), "added": [atoms_to_record(a) for a in self.added]}
+        return {"round": self.round, **self.labeled.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.round = int(state["round"])
-        self.labeled_ids = [int(i) for i in state["labeled_ids"]]
-        self.excluded_ids = set(int(i) for i in state.get("excluded_ids", []))
-        self.added = [record_to_atoms(r) for r in state["added"]]
-
-
-def atoms_to_record(atoms: Atoms) -> dict:
-    """Plain, exact (numpy) record of a labeled structure, for state_dict."""
-    return {"numbers": atoms.numbers.copy(), "positions": atoms.get_positions(), "cell": np.array(atoms.cell),
-            "pbc": atoms.pbc.copy(), "tags": atoms.get_tags(), "fixed": np.flatnonzero(~free_mask(atoms)),
-            "energy": float(atoms.info[K.REF_ENERGY]), "forces": np.array(atoms.arrays[K.REF_FORCES])}
-
-
-def record_to_atoms(rec: dict) -> Atoms:
-    atoms = Atoms(numbers=rec["numbers"], positions=rec["positions"], cell=rec["cell"], pbc=rec["pbc"],
-                  tags=rec["tags"])
-    if len(rec["fixed"]):
-        atoms.set_constraint(FixAtoms(indices=rec["fixed"]))
-    atoms.info[K.REF_ENERGY] = rec["energy"]
-    atoms.arrays[K.REF_FORCES] = np.asarray(rec["forces"])
-    return atoms
+        self.labeled.load_state_dict(state)
 
 
 def _entry(split: str, value: Union[str, Dict[str, Any]]) -> Dict[str, Any]:

@@ -86,7 +86,7 @@ def test_pv_lcmd_picks_high_variance_and_variance_drops_once_labeled(tiny_spec, 
 ])
 def test_every_strategy_selects_budget_distinct_candidates(tiny_spec, model_file, name, kwargs):
     module, dm = _setup(tiny_spec, model_file)
-    dm.excluded_ids.update({0, 1, 2})
+    dm.exclude({0, 1, 2})
     picked = make_strategy(name, calibration=False, **kwargs) if name.startswith(("pv", "lcmd")) \
         else make_strategy(name, **kwargs)
     ids = select(picked, _ctx(module, dm, budget=5)).ids

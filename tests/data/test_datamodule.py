@@ -23,13 +23,13 @@ def test_add_and_state_round_trip(dm, tiny_paths):
     ids = [7, 3, 21]
     dm.add(ids, [pool[i] for i in ids])
     dm.round = 2
-    dm.excluded_ids.add(5)
+    dm.exclude([5])
     assert len(dm.labeled_structures()) == 12 + 3
     assert set(ids) | {5} == set(range(60)) - set(dm.candidate_ids().tolist())
     state = dm.state_dict()
     fresh = ActiveDataModule(emt=dm.emt)
     fresh.load_state_dict(state)
-    assert fresh.round == 2 and fresh.labeled_ids == ids and fresh.excluded_ids == {5}
+    assert fresh.round == 2 and fresh.labeled_ids == ids and fresh.labeled.excluded == {5}
     for a, b in zip(fresh.added, dm.added):
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_array_equal(a.arrays[K.REF_FORCES], b.arrays[K.REF_FORCES])
@@ -158,3 +158,19 @@ def test_to_cpu_moves_dataclass_fields():
     top = TopK(torch.ones(2, dtype=torch.float64), torch.arange(2), None)
     moved = to_cpu(top)
     assert isinstance(moved, TopK) and torch.equal(moved.ids, top.ids) and moved.vectors is None
+
+
+def test_member_view_is_built_not_shared(dm):
+    """A committee member's view has its own labeled set (a copy) and seed; adding to the parent
+    afterwards does not change it, and it trains on the parent's labeled structures."""
+    pool = dm.structure_file("pool")
+    dm.add([2, 7], [pool[2], pool[7]])
+    view = dm.member_view(seed=11, bootstrap=True)
+    assert view is not dm and view.labeled is not dm.labeled and view.seed == 11
+    assert view.labeled_ids == [2, 7] and view.initial_indices() == dm.initial_indices()
+    n = len(dm.labeled_structures())
+    assert len(view.train_indices) == n and all(0 <= i < n for i in view.train_indices)
+    dm.add([9], [pool[9]])
+    dm.exclude([3])
+    assert view.labeled_ids == [2, 7] and view.labeled.excluded == set()
+    assert view._open is dm._open  # the same open files, read-only
