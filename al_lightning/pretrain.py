@@ -1,6 +1,6 @@
 """``al-lightning pretrain``: train the shipped backbone on the embedded foundation data.
 
-    al-lightning pretrain -c configs/pretrain_emt.yaml          # -> models/emt_foundation.model + .json
+    al-lightning pretrain -c configs/pretrain_emt.yaml          # -> logs/pretrain_emt/emt_foundation.model + .json
     al-lightning pretrain -c configs/pretrain_emt.yaml --trainer.max_epochs 1 \\
         --pretrain.work_dir /tmp/pt --pretrain.output /tmp/pt/m.model \\
         --pretrain.check_card models/emt_foundation.json      # reproduce the card's epoch-1 val loss
@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from al_lightning.campaign import interrupts
 from al_lightning.campaign.outputs import export_model, write_json
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.cache import cache_root
@@ -82,8 +83,8 @@ class PretrainConfig:
     ``val/loss`` improvement; ``check_card``: after training, compare the per-epoch val losses
     with those of this card (rel 1e-6) and fail (exit 1) on a mismatch."""
 
-    output: str = "models/emt_foundation.model"
-    work_dir: str = "logs/pretrain_emt"
+    output: str = "logs/pretrain/backbone.model"
+    work_dir: str = "logs/pretrain"
     patience: int = 15
     check_card: Optional[str] = None
 
@@ -161,7 +162,8 @@ def run_pretrain(cli: PretrainCLI, command: str) -> Dict[str, Any]:
     dm.prepare_data()
     dm.setup("fit")
     module.build(dm)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None, weights_only=False)
+    with interrupts.stops_told():  # SIGTERM/SIGINT/SIGUSR1: status 128 + N, resumable from last.ckpt
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None, weights_only=False)
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)  # our own checkpoint
     module.load_state_dict(state["state_dict"])
     out = Path(cfg.output).expanduser()

@@ -79,3 +79,35 @@ def test_resume_continues_to_the_uninterrupted_result(two_epochs, tmp_path):
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     assert [r["val/loss"] for r in resumed["history"]] == pytest.approx([r["val/loss"] for r in card["history"]],
                                                                          rel=1e-9)
+
+
+@pytest.mark.slow
+def test_sigterm_during_pretraining_exits_143_and_the_rerun_resumes(tmp_path):
+    """A real SIGTERM (sent by the test fault plugin after the 3rd training batch) ends pretraining
+    with status 143 and a resume message, no model; the same command then finishes from last.ckpt."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "p"
+    cmd = [sys.executable, "-m", "al_lightning.cli", "pretrain", "-c", SMOKE, f"--pretrain.work_dir={out}",
+           f"--pretrain.output={out}/m.model", "--trainer.max_epochs=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    stopped = subprocess.run(cmd, env={**env, "AL_FAULT": "fit:12:TERM"}, capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 143, stopped.stderr[-1500:]
+    assert "stopped by SIGTERM" in stopped.stderr and "rerun the same command to resume" in stopped.stderr
+    assert not (out / "m.model").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert json.loads((out / "m.json").read_text())["epochs_trained"] == 3
+
+
+def test_default_output_is_no_tracked_file():
+    """Neither the built-in default nor a shipped pretrain config writes over models/ (tracked files)."""
+    import yaml
+
+    from al_lightning.pretrain import PretrainConfig
+
+    outputs = [PretrainConfig().output] + [yaml.safe_load(p.read_text())["pretrain"]["output"]
+                                           for p in sorted((ROOT / "configs").glob("pretrain_*.yaml"))]
+    assert all(not str(o).startswith("models/") for o in outputs), outputs

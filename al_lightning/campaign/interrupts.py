@@ -72,6 +72,17 @@ def handling():
 
 
 @contextlib.contextmanager
+def stops_told():
+    """:func:`handling`, and a ``SystemExit`` raised inside (an oracle's ``sys.exit(0)``, Lightning's
+    ``SIGTERMException``) re-raised as :class:`Stopped`: never a success."""
+    try:
+        with handling():
+            yield
+    except SystemExit as exc:
+        raise from_system_exit(exc) from None
+
+
+@contextlib.contextmanager
 def deferred():
     """A block that a stop signal does not cut: the signal is raised when the block ends."""
     _state["depth"] += 1

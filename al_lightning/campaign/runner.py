@@ -231,7 +231,7 @@ class Campaign:
         signal or SystemExit raises :class:`interrupts.Stopped` (status 128 + signal, or 2)."""
         lock = CampaignLock(self.dir) if self.is_zero else None
         try:
-            with interrupts.handling():
+            with interrupts.stops_told():
                 if lock is not None and self.dir.is_dir():
                     lock.acquire()  # before the stored state is read
                 start = self.prepare()
@@ -242,8 +242,6 @@ class Campaign:
                 self.state["status"] = "complete"
                 self._write_state()
                 return self.state
-        except SystemExit as exc:  # an oracle's sys.exit(0), Lightning's SIGTERMException: not a success
-            raise interrupts.from_system_exit(exc) from None
         finally:
             if lock is not None:
                 lock.release()

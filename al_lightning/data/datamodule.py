@@ -56,7 +56,8 @@ class ActiveDataModule(pl.LightningDataModule):
         xtb: spec of the embedded GFN2-xTB reactive-molecule dataset
             (:class:`al_lightning.data.xtb.XTBMoleculesSpec`).
         files: split name → structure file, or a dict ``{path: …, <reader option>: …}``
-            (e.g. ``{path: t1x.h5, split: test}``); needs ``initial`` and ``val``; ``pool``
+            (e.g. ``{path: t1x.h5, split: test}``; ``format``, ``energy_key`` and ``forces_key``
+            there override the data-wide ones for that file); needs ``initial`` and ``val``; ``pool``
             for campaigns; every ``test*`` key is a test split.
         format: ``auto`` (ASE formats, OC20 S2EF chunks), ``ase``, ``oc20``, ``t1x``, ``rgd1``.
         energy_key, forces_key: label keys (None: the format's default; ASE files:
@@ -147,9 +148,10 @@ class ActiveDataModule(pl.LightningDataModule):
                 raise KeyError(f"data has no split {split!r} (have {sorted(paths)})")
             self.prepare_data()
             options = {k: v for k, v in (self.files or {}).get(split, {}).items() if k != "path"}
-            fmt = options.pop("format", self.format)
-            reader = open_structures(paths[split], fmt, self.energy_key, self.forces_key,
-                                     require_labels=split != "pool", **options)
+            fmt = options.pop("format", self.format)  # a file's own format and label keys win
+            energy_key, forces_key = options.pop("energy_key", self.energy_key), options.pop("forces_key", self.forces_key)
+            reader = open_structures(paths[split], fmt, energy_key, forces_key, require_labels=split != "pool",
+                                     **options)
             if self.energy_only and hasattr(reader, "require_forces"):
                 reader.require_forces = False
             self._open[split] = reader

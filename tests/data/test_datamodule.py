@@ -174,3 +174,21 @@ def test_member_view_is_built_not_shared(dm):
     dm.exclude([3])
     assert view.labeled_ids == [2, 7] and view.labeled.excluded == set()
     assert view._open is dm._open  # the same open files, read-only
+
+
+def test_per_file_label_keys_override_the_data_wide_ones(tmp_path, tiny_paths):
+    """A file whose labels sit under other keys (here ASE's calculator fields) names them itself."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import read, write
+
+    frames = read(tiny_paths["val"], index=":")
+    for a in frames:
+        energy, forces = a.info.pop("REF_energy"), a.arrays.pop("REF_forces")
+        a.calc = SinglePointCalculator(a, energy=energy, forces=forces)
+    plain = tmp_path / "val_calc.extxyz"
+    write(plain, frames, format="extxyz")
+    files = {"initial": str(tiny_paths["initial"]), "pool": str(tiny_paths["pool"]),
+             "val": {"path": str(plain), "energy_key": "energy", "forces_key": "forces"}}
+    dm = ActiveDataModule(files=files)
+    assert dm.structure_file("val").energy_key == "energy" and dm.structure_file("initial").energy_key == "REF_energy"
+    assert dm.structure_file("val")[0].info["REF_energy"] == pytest.approx(frames[0].get_potential_energy())
