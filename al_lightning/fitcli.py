@@ -57,20 +57,26 @@ class ALLightningCLI(LightningCLI):
                               "itself, so values given for those are ignored.")
         parser.epilog = ("other subcommands: 'al-lightning study -c CONFIG' runs a strategies x seeds benchmark "
                          "study (configs/study_emt.yaml); 'al-lightning pretrain -c CONFIG' trains a backbone on "
-                         "the embedded foundation data (configs/pretrain_emt.yaml). Add --help to either. "
+                         "the embedded foundation data (configs/pretrain_emt.yaml, configs/pretrain_xtb.yaml). Add --help to either. "
                          "Seeds: seed_everything (default 0) seeds Lightning and, unless set, campaign.seed "
                          "(acquisition draws and sketches, each round's training seed), which seeds data.seed "
-                         "(training-batch shuffling); data.emt.seed chooses the embedded dataset itself "
+                         "(training-batch shuffling); data.emt.seed / data.xtb.seed choose the embedded dataset itself "
                          "and never follows the others.")
         return parser
 
     def _add_subcommands(self, parser, **kwargs) -> None:
         super()._add_subcommands(parser, **kwargs)
         parser.usage = "al-lightning [-h] [-c CONFIG] {fit,study,pretrain} ..."
-        for action in parser._subcommands_action._choices_actions:  # Trainer.fit's own line means nothing here
+        sub = parser._subcommands_action
+        for action in sub._choices_actions:  # Trainer.fit's own line means nothing here
             if action.dest == "fit":
                 action.help = ("run or resume a campaign: R acquisitions and R + 1 fits "
                                "(al-lightning fit --help lists every option)")
+        # study and pretrain are dispatched before this parser (cli.py); listed here so --help shows them
+        for name, text in (("study", "run, resume or report a strategies x seeds study (al-lightning study --help)"),
+                           ("pretrain", "train a backbone on embedded data, export .model + card "
+                                        "(al-lightning pretrain --help)")):
+            sub._choices_actions.append(type(sub._choices_actions[0])(name, (), text))
 
     @staticmethod
     def subcommands():

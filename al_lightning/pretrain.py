@@ -78,10 +78,17 @@ class FoundationDataModule(ActiveDataModule):
 
 @dataclass
 class PretrainConfig:
-    """``pretrain.*``: output ``.model`` path (card: same path, ``.json``); ``work_dir``: checkpoints
-    and TensorBoard (a rerun resumes there); ``patience``: early-stopping epochs without a
-    ``val/loss`` improvement; ``check_card``: after training, compare the per-epoch val losses
-    with those of this card (rel 1e-6) and fail (exit 1) on a mismatch."""
+    """``pretrain.*`` options.
+
+    Args:
+        output: path of the exported MACE ``.model`` file (its JSON card: the same path with ``.json``);
+            never a tracked file under models/ (copy it there yourself to replace a shipped backbone).
+        work_dir: checkpoints and TensorBoard; rerunning the same command resumes from
+            ``<work_dir>/checkpoints/last.ckpt``.
+        patience: early-stopping epochs without a ``val/loss`` improvement.
+        check_card: after training, compare the per-epoch val losses with those of this card (rel 1e-6)
+            and fail (exit 1) on a mismatch: reproduces a shipped backbone's first epochs.
+    """
 
     output: str = "logs/pretrain/backbone.model"
     work_dir: str = "logs/pretrain"
@@ -127,6 +134,16 @@ class PretrainCLI(LightningCLI):
         super().__init__(MACEModule, FoundationDataModule, seed_everything_default=0, save_config_callback=None,
                          trainer_defaults=TRAINER_DEFAULTS, args=args, run=False,
                          auto_configure_optimizers=False, subclass_mode_model=False, subclass_mode_data=False)
+
+    def init_parser(self, **kwargs):
+        parser = super().init_parser(**kwargs)
+        parser.prog = "al-lightning pretrain"
+        parser.description = ("Train a backbone on an embedded dataset (data.foundation: the EMT foundation data; "
+                              "data.xtb: near-equilibrium GFN2-xTB molecules) with early stopping on val/loss, "
+                              "bounded by trainer.max_time; export the best weights as a MACE .model file with a "
+                              "JSON card (pretrain.output). A stopped run (SIGTERM, SIGINT: exit status 128 + N) "
+                              "resumes when the same command is run again.")
+        return parser
 
     def add_arguments_to_parser(self, parser) -> None:
         from jsonargparse import ActionYesNo

@@ -227,3 +227,42 @@ def test_bad_class_path_is_one_line(tmp_path, monkeypatch, capsys, strategy, mes
     code = main(["fit", "-c", SMOKE, f"--campaign.strategy={strategy}", "--dry_run"])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
     assert code == 2 and message in err[-1] and err[-1].startswith("al-lightning: error: "), err[-3:]
+
+
+def _option_helps(text: str) -> dict:
+    """{--option: its help text without the (type, default) tail} of an argparse help page."""
+    opts, cur = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^  (--[\w.]+)", line)
+        if m:
+            cur = m.group(1)
+            opts[cur] = line[len(m.group(0)):]
+        elif cur and line.startswith("    "):
+            opts[cur] += " " + line.strip()
+        else:
+            cur = None
+    return {k: re.sub(r"\{[^}]*\}|^\s*[A-Z_]+\b", "", re.sub(r"\(type: .*?default: .*?\)", "", v)).strip()
+            for k, v in opts.items()}
+
+
+@pytest.mark.parametrize("sub", ["fit", "pretrain"])
+def test_every_option_has_a_description(sub, capsys):
+    assert main([sub, "--help"]) == 0
+    helps = _option_helps(capsys.readouterr().out)
+    assert len(helps) > 50
+    bare = sorted(k for k, v in helps.items() if len(v) < 3 or v.lower().strip(". ") == k.rsplit(".", 1)[-1])
+    assert not bare, f"options without a description: {bare}"
+
+
+def test_dispatcher_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    listed = out[out.index("Available subcommands"):]
+    assert all(re.search(rf"^\s+{name}\s+\S", listed, flags=re.M) for name in ("fit", "study", "pretrain"))
+
+
+def test_readme_names_every_strategy():
+    from al_lightning.acquisition.config import strategy_names
+
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in strategy_names())

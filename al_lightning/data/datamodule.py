@@ -60,10 +60,14 @@ class ActiveDataModule(pl.LightningDataModule):
             there override the data-wide ones for that file); needs ``initial`` and ``val``; ``pool``
             for campaigns; every ``test*`` key is a test split.
         format: ``auto`` (ASE formats, OC20 S2EF chunks), ``ase``, ``oc20``, ``t1x``, ``rgd1``.
-        energy_key, forces_key: label keys (None: the format's default; ASE files:
-            ``REF_energy``/``REF_forces``, or ``energy``/``forces`` for calculator fields).
+        energy_key: key of the energy labels (None: the format's default; ASE files ``REF_energy``,
+            or ``energy`` for calculator results).
+        forces_key: key of the force labels (None: the format's default; ASE files ``REF_forces``,
+            or ``forces`` for calculator results).
         elements: element symbols for a freshly built model (default: scanned from files).
-        batch_size, eval_batch_size, num_workers: loader settings.
+        batch_size: structures per training batch.
+        eval_batch_size: structures per batch for validation, tests and the pool pass.
+        num_workers: DataLoader worker processes building graphs (0: in the main process).
         energy_only: the labels have no forces (e.g. RGD1): the force loss switches off.
         generate_workers: processes generating the EMT dataset.
         seed: training-batch shuffling seed (the epoch and round are mixed in); None: the

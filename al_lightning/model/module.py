@@ -54,11 +54,17 @@ class MACEModule(pl.LightningModule):
             labeled set, mace's ``--E0s estimated``; for labels from another level of theory),
             or a dict replacing the E0s of the elements it names.
         trainable: fnmatch patterns of trained parameters (default: all).
-        energy_weight, forces_weight: loss weights w_E, w_F (also scale NTK-EF rows).
-        loss: "mse" or "huber" (``huber_delta`` in eV/atom and eV/Å).
-        lr, weight_decay, amsgrad: AdamW settings; plateau scheduler on ``val/loss``. ``lr=None``:
-            1e-2 from scratch, 1e-3 when fine-tuning a foundation (mace's fine-tuning guidance:
-            naive fine-tuning and layer freezing 1e-3, from scratch 1e-2).
+        energy_weight: loss weight w_E of the per-atom energy error (also scales the NTK-EF energy rows).
+        forces_weight: loss weight w_F of the force error (also scales the NTK-EF force rows).
+        loss: "mse" or "huber".
+        huber_delta: the Huber loss's threshold, in eV/atom for energies and eV/Å for forces.
+        lr: AdamW learning rate; None: 1e-2 from scratch, 1e-3 when fine-tuning a foundation
+            (mace's fine-tuning guidance: naive fine-tuning and layer freezing 1e-3, from scratch 1e-2).
+        weight_decay: AdamW weight decay.
+        amsgrad: AdamW's AMSGrad variant.
+        scheduler_patience: epochs without a ``val/loss`` improvement before the plateau scheduler
+            lowers the learning rate.
+        scheduler_factor: factor the plateau scheduler multiplies the learning rate by.
         ema_decay: exponential moving average of the weights (None: off): validated, and left in
             ``net`` at the end of every fit (see the module docstring).
         dtype: "float32" or "float64" (set before data and model are built).
