@@ -18,6 +18,11 @@ def quiet_lightning(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def interactive() -> bool:
+    """Whether stderr is a terminal: progress bars are shown only then (unless asked for)."""
+    return sys.stderr.isatty()
+
+
 def say(message: str) -> None:
     """One console line (stderr, so stdout stays machine-readable), prefixed ``al-lightning:``."""
     print(f"al-lightning: {message}", file=sys.stderr, flush=True)

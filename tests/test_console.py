@@ -34,3 +34,22 @@ def test_stalled_member_fit_is_named():
 
 def test_round_summary_shows_best_epoch_one_based():
     assert "11 epochs (best 1)" in round_summary(_record(1, 11, 0))
+
+
+def test_no_progress_bars_when_the_output_is_a_file(tmp_path):
+    """Run as a batch job would (stderr a file, progress bar left at its default): the log holds the
+    round lines and no bar of Lightning, the pool pass or labeling (a TTY keeps them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    cmd = [sys.executable, "-m", "al_lightning.cli", "fit", "-c", str(smoke), "--trainer.enable_progress_bar=null",
+           "--campaign.strategy=pv_lcmd", f"--campaign.campaign_dir={tmp_path / 'c'}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-1500:]
+    log = done.stdout + done.stderr
+    assert all(f"round {r}:" in log for r in range(3))
+    assert "\r" not in log and "pool pass" not in log and "labeling round" not in log and "Epoch" not in log

@@ -49,7 +49,7 @@ def predict_batches(ctx, dataset, sampler: Sampler, spec: Any, progress: str = "
     if progress and ctx.comm.rank == 0:
         from tqdm.auto import tqdm
 
-        loader = tqdm(loader, desc=progress, total=len(sampler), leave=False, unit="batch")
+        loader = tqdm(loader, desc=progress, total=len(sampler), leave=False, unit="batch", disable=None)  # no TTY: off
     with ctx.module.predicting_features(spec):
         for i, batch in enumerate(loader):
             batch = batch.to(ctx.device)

@@ -171,7 +171,7 @@ def label_round(store: LabelStore, r: int, ids: Sequence[int], structures: Seque
             store.save_label(r, i, out, oracle_name, hashes[i], share)
             labels[i] = out
         todo = []
-    for i, atoms in tqdm(todo, desc=f"labeling round {r}", leave=False, disable=not todo):
+    for i, atoms in tqdm(todo, desc=f"labeling round {r}", leave=False, disable=None if todo else True):  # None: no TTY, no bar
         problem = sanity(i, atoms)
         if problem:
             store.save_failure(r, i, problem, None, hashes[i])

@@ -156,6 +156,8 @@ def default_trainer_factory(**trainer_kwargs: Any) -> TrainerFactory:
             kw["enable_checkpointing"] = True
         kw.setdefault("num_sanity_val_steps", 0)
         interrupts.no_slurm_requeue(kw, logger.save_dir)
+        if kw.get("enable_progress_bar") is None and not console.interactive():
+            kw["enable_progress_bar"] = False  # a log file or SLURM output: the round lines, no bars
         if kw.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in kw["callbacks"]):
             kw["callbacks"].append(console.EpochBar())
         return pl.Trainer(**kw)
