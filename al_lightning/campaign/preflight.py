@@ -76,6 +76,29 @@ def stored_fingerprint(directory: Path) -> Tuple[Optional[Path], Optional[Dict[s
     return None, None
 
 
+def _without_paths(data: Any) -> Any:
+    """User-file entries without their paths (what is left: the reader options)."""
+    if not isinstance(data, dict):
+        return data
+    return {s: {k: v for k, v in e.items() if k != "path"} if isinstance(e, dict) else None for s, e in data.items()}
+
+
+def _moved_only(stored: Dict[str, Any], current: Dict[str, Any]) -> bool:
+    """The same data files with the same contents (every sha256 known) at other paths."""
+    old, new = stored.get("data_sha256"), current.get("data_sha256")
+    return (isinstance(old, dict) and old == new and set(old) == set(current.get("data") or {})
+            and _without_paths(stored.get("data")) == _without_paths(current.get("data")))
+
+
+def _data_difference(stored: Dict[str, Any], current: Dict[str, Any]) -> str:
+    """The user files that differ other than by path (a moved file with the same sha256 is the same)."""
+    old, new = stored.get("data") or {}, current.get("data") or {}
+    same_content = lambda s: (stored.get("data_sha256") or {}).get(s) == (current.get("data_sha256") or {}).get(s)  # noqa: E731
+    bare_old, bare_new = _without_paths(old), _without_paths(new)
+    return ", ".join(f"data file '{s}' ({bare_old.get(s)!r} vs {bare_new.get(s)!r})" for s in sorted(set(old) | set(new))
+                     if bare_old.get(s) != bare_new.get(s) or (old.get(s) != new.get(s) and not same_content(s)))
+
+
 def _difference(key: str, old: Any, new: Any) -> str:
     if key != "data_sha256" or not isinstance(old, dict):
         return f"{key} ({old!r} vs {new!r})"
@@ -86,7 +109,8 @@ def _difference(key: str, old: Any, new: Any) -> str:
 
 def fingerprint_refusal(directory: Path, current: Dict[str, Any], force: bool = False) -> Optional[str]:
     """Why the campaign stored in ``directory`` refuses ``current`` (None: no stored campaign, a
-    match, or ``force``). Keys an older campaign did not record are not compared."""
+    match, or ``force``). Keys an older campaign did not record are not compared; data files are
+    identified by their content: the same files moved (same sha256, same reader options) match."""
     if force:
         return None
     try:
@@ -96,10 +120,13 @@ def fingerprint_refusal(directory: Path, current: Dict[str, Any], force: bool = 
     if stored is None:
         return None
     changed = [k for k in FINGERPRINT_KEYS if k in current and (k in stored or k not in OPTIONAL_KEYS)
-               and stored.get(k) != current[k]]
+               and stored.get(k) != current[k] and not (k == "data" and _moved_only(stored, current))]
     if not changed:
         return None
-    what = ", ".join(_difference(k, stored.get(k), current[k]) for k in changed)
+    both_files = isinstance(stored.get("data"), dict) and isinstance(current.get("data"), dict) and \
+        "emt" not in stored["data"] and "xtb" not in stored["data"]
+    what = ", ".join(p for p in (_data_difference(stored, current) if k == "data" and both_files
+                                 else _difference(k, stored.get(k), current[k]) for k in changed) if p)
     return f"{path}: the stored campaign has a different {what}; use another campaign_dir or --campaign.force true"
 
 

@@ -196,6 +196,24 @@ def test_pool_rewritten_in_place_is_refused(tmp_path, monkeypatch, capsys, tiny_
     assert sorted(calls) == stored and not (out / "campaign.json").exists()  # refused before any oracle call or fit
 
 
+def test_data_files_moved_with_the_same_content_resume(tmp_path, monkeypatch, capsys, tiny_paths):
+    """Files are identified by their content: the same files reached by other paths resume; a changed
+    reader option is refused in one short line naming the file."""
+    pool, files = _files_args(tmp_path, tiny_paths)
+    out = tmp_path / "c"
+    monkeypatch.chdir(tmp_path)
+    assert main(_fit(out, *files, "--campaign.rounds=1")) == 0
+    moved = tmp_path / "swap"
+    shutil.copytree(pool.parent, moved)
+    other = [*files[:3], files[3].replace(str(pool.parent), str(tmp_path / "swap" / ".." / "swap"))]
+    assert main(_fit(out, *other, "--campaign.rounds=2")) == 0  # resumed and extended, not refused
+    assert json.loads((out / "campaign.json").read_text())["status"] == "complete"
+    keyed = [*files[:3], files[3].replace(f"pool: {pool}", f"pool: {{path: {pool}, energy_key: E}}")]
+    assert main(_fit(out, *keyed, "--campaign.rounds=2", "--dry_run")) == 2
+    err = _last_error(capsys)
+    assert "different data file 'pool' (" in err and len(err) < 400 and err.endswith("--campaign.force true")
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker
