@@ -103,7 +103,9 @@ def main() -> int:
     foundation = ns.foundation or (config.get("model") or {}).get("foundation")
     if not foundation:
         raise SystemExit(f"{ns.config}: model.foundation is not set; this benchmark needs a backbone")
-    card = json.loads(Path(foundation).with_suffix(".json").read_text())
+    from al_lightning.model.mace import foundation_path
+
+    card = json.loads(foundation_path(foundation).with_suffix(".json").read_text())
     dm.prepare_data()
     paths = {s: str(p) for s, p in dm.split_paths().items() if s != "pool"}
     work = Path(ns.work)

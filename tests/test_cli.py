@@ -266,3 +266,12 @@ def test_readme_names_every_strategy():
 
     readme = (ROOT / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in strategy_names())
+
+
+def test_demo_dry_run_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The shipped configs name the backbone (model.foundation: emt / xtb), not a path relative to
+    the working directory: a dry run of them by absolute path works from any folder."""
+    monkeypatch.chdir(tmp_path)
+    for config in ("demo.yaml", "xtb_demo.yaml"):
+        assert main(["fit", "-c", str(ROOT / "configs" / config), "--dry_run"]) == 0, capsys.readouterr().err
+    assert "dry run OK" in capsys.readouterr().out

@@ -162,11 +162,14 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
 def load_problems(cfg, module, datamodule) -> List[str]:
     """Why the data or the model cannot be loaded at all: missing data files, a missing
     foundation file, no pool for rounds > 0 (part of :func:`problems`)."""
+    from al_lightning.model.mace import SHIPPED_BACKBONES, foundation_path
+
     paths, missing = datamodule.split_paths(), set(datamodule.missing_files())
     out = [f"data file for split '{s}' not found: {p}" for s, p in paths.items() if p in missing]
     foundation = module.hparams.foundation
-    if foundation and not Path(foundation).expanduser().is_file():
-        out.append(f"foundation model file not found: {foundation} (model.foundation)")
+    if foundation and not foundation_path(foundation).is_file():
+        out.append(f"foundation model file not found: {foundation} (model.foundation: a .model file or a shipped "
+                   f"backbone's name, {' / '.join(SHIPPED_BACKBONES)})")
     if cfg.rounds > 0 and "pool" not in paths:
         out.append("campaign.rounds > 0 needs a 'pool' split in data.files")
     return out

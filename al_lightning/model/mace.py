@@ -177,10 +177,22 @@ def _torchscript_hint(path: Path) -> Optional[str]:
             f"model: pass {eager} instead")
 
 
+SHIPPED_BACKBONES = ("emt", "xtb")  # model.foundation names of the backbones installed with the package
+
+
+def foundation_path(name_or_path: "str | Path") -> Path:
+    """A shipped backbone's file for its name (``emt``: the EMT backbone, ``xtb``: the molecular
+    one; installed with the package under al_lightning/models/), else the path as given."""
+    if str(name_or_path) in SHIPPED_BACKBONES:
+        return Path(__file__).resolve().parents[1] / "models" / f"{name_or_path}_foundation.model"
+    return Path(name_or_path).expanduser()
+
+
 def check_foundation_file(path: "str | Path") -> Path:
     """The checks that need no unpickling (a dry run can call them): the file exists and is
-    not TorchScript. Raises FileNotFoundError / ValueError with one line."""
-    path = Path(path).expanduser()
+    not TorchScript. Raises FileNotFoundError / ValueError with one line. ``path``: a file or the
+    name of a shipped backbone (:func:`foundation_path`)."""
+    path = foundation_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"foundation model {path}: file not found")
     refusal = _torchscript_hint(path)

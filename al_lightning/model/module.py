@@ -40,7 +40,8 @@ class MACEModule(pl.LightningModule):
     Args:
         model: architecture of a freshly built model (ignored when ``foundation`` is set).
         foundation: path of a MACE ``.model`` file to fine-tune (the eager file, not mace's
-            TorchScript ``*_compiled.model``; it is unpickled: use trusted files only).
+            TorchScript ``*_compiled.model``; it is unpickled: use trusted files only), or the name
+            of a backbone installed with the package: ``emt`` (EMT catalysis) or ``xtb`` (molecules).
         head: head of a multi-head foundation to fine-tune (default, as mace: the first head
             that is not ``pt_head``); the model is reduced to that head.
         elements: element symbols the model covers (default: those of the datamodule).

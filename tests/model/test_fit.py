@@ -34,8 +34,6 @@ def test_demo_model_fit_reduces_force_error(tiny_spec, tiny_paths):
     pl.seed_everything(0)
     if "model" in demo:
         demo["model"] = MACEConfig(**demo["model"])
-    if demo.get("foundation"):
-        demo["foundation"] = str(ROOT / demo["foundation"])
     module = MACEModule(**demo)
     dm = ActiveDataModule(emt=tiny_spec, batch_size=4, eval_batch_size=16)
     dm.prepare_data()
