@@ -12,7 +12,8 @@ from typing import IO, Callable
 
 
 def atomic_write(path: "str | Path", write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Call ``write(fh)`` on a temp file next to ``path``, fsync it, then rename onto ``path``."""
+    """Call ``write(fh)`` on a temp file next to ``path``, fsync it, then rename onto ``path``. An
+    OSError (a full disk, a read-only folder) is raised naming ``path``; no temp file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -22,6 +23,10 @@ def atomic_write(path: "str | Path", write: Callable[[IO], None], binary: bool =
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None and exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -47,7 +47,7 @@ def draw_labels(pool_file: Path, n: int, seed: int, out: Path) -> Path:
 
 
 def run_arm(arm: str, seed: int, files: Dict[str, str], base: List[str], card: dict, work: Path,
-            finetune_lr: "float | None" = None) -> dict:
+            finetune_lr: "float | None" = None, finetune_e0s: "str | None" = None) -> dict:
     """One arm through the real CLI; ``base`` is [config, overrides...] (the backbone among them)."""
     from al_lightning.cli import main
 
@@ -64,6 +64,8 @@ def run_arm(arm: str, seed: int, files: Dict[str, str], base: List[str], card: d
         args += ["--trainer.max_epochs=0"]
     if arm == "finetune" and finetune_lr is not None:
         args += [f"--model.lr={finetune_lr}"]
+    if arm != "scratch" and finetune_e0s is not None:
+        args += [f"--model.e0s={finetune_e0s}"]
     t0 = time.perf_counter()
     code = main(args)  # a finished arm's directory: the CLI says "nothing to do" and returns the stored state
     if code != 0:
@@ -85,6 +87,8 @@ def main() -> int:
     parser.add_argument("--work", default=str(ROOT / "logs" / "backbone_gain"))
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--foundation", default=None, help="backbone file (default: the config's model.foundation)")
+    parser.add_argument("--finetune_e0s", default=None, choices=["auto", "foundation", "refit"],
+                        help="model.e0s of the fine-tune and zero-shot arms (default: the module's, auto)")
     parser.add_argument("--finetune_lr", type=float, default=None,
                         help="learning rate of the fine-tune arm (default: the module's, 1e-3 with a foundation)")
     ns = parser.parse_args()
@@ -115,7 +119,7 @@ def main() -> int:
         labels = draw_labels(dm.split_paths()["pool"], ns.labels, seed, work / f"labels_s{seed}.extxyz")
         files = {**paths, "initial": str(labels)}
         for arm in results:
-            results[arm][str(seed)] = run_arm(arm, seed, files, base, card, work, ns.finetune_lr)
+            results[arm][str(seed)] = run_arm(arm, seed, files, base, card, work, ns.finetune_lr, ns.finetune_e0s)
             print(f"[backbone_gain] {arm} seed {seed}: test_id {results[arm][str(seed)]['test_id']:.4f}, "
                   f"OOD mean {results[arm][str(seed)]['ood_mean']:.4f} eV/Å", file=sys.stderr)
     summary = {arm: {k: float(np.mean([r[k] for r in runs.values()])) for k in ("test_id", "ood_mean")}
@@ -126,7 +130,8 @@ def main() -> int:
     per_seed_wins = {k: all(results["finetune"][s][k] < 0.8 * results["scratch"][s][k] for s in results["finetune"])
                      for k in ("test_id", "ood_mean")}
     report = {"config": ns.config, "backbone": foundation, "backbone_sha256": card.get("sha256"),
-              "labels": ns.labels, "seeds": ns.seeds, "finetune_lr": ns.finetune_lr, "max_epochs": ns.max_epochs,
+              "labels": ns.labels, "seeds": ns.seeds, "finetune_lr": ns.finetune_lr, "finetune_e0s": ns.finetune_e0s,
+              "max_epochs": ns.max_epochs,
               "force_mae_mean": summary,
               "ratios": ratios, "finetune_20pct_better_every_seed": per_seed_wins, "runs": results,
               "data": config.get("data")}

@@ -89,7 +89,7 @@ def write_report(state: Dict, path: Path) -> None:
     failed = state.get("failed", [])
     lines += ["", f"Oracle failures: {len(failed)}"]
     lines += [f"- pool id {f['id']} (round {f['round']}): {f['error']}" for f in failed]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"))
 
 
 def log_round_metrics(tb_dir: Path, round_: int, n_labeled: int, metrics: Dict[str, float]) -> None:

@@ -59,9 +59,11 @@ def scale_axis(ax, values: Sequence[float]) -> None:
 
 
 def save(fig, path: Path) -> None:
+    from al_lightning.atomic import atomic_write
+
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=120, format=Path(path).suffix.lstrip(".") or "png"),
+                 binary=True)  # a full disk leaves the old figure, never half a PNG
     import matplotlib.pyplot as plt
 
     plt.close(fig)

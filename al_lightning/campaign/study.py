@@ -22,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import yaml
 
+from al_lightning.atomic import atomic_write
 from al_lightning.campaign.analysis import mean_over_range, t_half_width
 
 METRICS = ("energy_mae", "forces_mae", "energy_rmse", "forces_rmse")
@@ -311,13 +312,13 @@ def write_results(cfg: StudyConfig, out: Path) -> None:
     runs = collect(cfg, out)
     table = summarise(cfg, cut_rounds(runs, cfg.analysis.get("rounds")))
     write_json(out / "results.json", {"study": cfg.name, "reference": cfg.reference, "table": table})
-    (out / "results.md").write_text(results_markdown(cfg, table))
+    atomic_write(out / "results.md", lambda fh: fh.write(results_markdown(cfg, table)))
     if cfg.analysis and "default" in runs:
         from al_lightning.campaign.study_report import analyse, markdown
 
         result = analyse(runs["default"], cfg.analysis, cfg.reference)
         write_json(out / "analysis.json", result)
-        (out / "analysis.md").write_text(markdown(cfg.name, result))
+        atomic_write(out / "analysis.md", lambda fh: fh.write(markdown(cfg.name, result)))
     from al_lightning.campaign.study_plots import plot_savings, plot_study_curves
 
     for scen, strategies in runs.items():

@@ -47,3 +47,36 @@ def test_log_axis_only_when_the_data_span_a_decade():
 def test_learning_curve_png_is_written(tmp_path):
     plot_learning_curves(_state()["rounds"], tmp_path / "lc.png", title="campaign c: strategy pv_lcmd")
     assert (tmp_path / "lc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_full_disk_while_saving_a_figure_keeps_the_old_one(tmp_path):
+    """A figure whose write hits a full disk: the old PNG stays whole, no temp file is left, and the
+    error names the figure's path (the console line says which file, then how to go on)."""
+    import errno
+
+    import pytest
+
+    from al_lightning.campaign.plotting import pyplot, save
+    from al_lightning.campaign.state import os_error_line
+
+    plt = pyplot()
+    path = tmp_path / "learning_curve.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    real = fig.savefig
+
+    def full(fh, **kw):
+        real(fh, **kw)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fig.savefig = full
+    with pytest.raises(OSError) as info:
+        save(fig, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["learning_curve.png"]
+    assert os_error_line(info.value).startswith(f"{path}: the disk is full; free some space")
