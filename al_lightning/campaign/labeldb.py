@@ -142,8 +142,9 @@ def unreadable(path: Path, why: str) -> StateError:
                       "label every stored structure again (one more oracle call each)")
 
 
-def _check_file(path: Path) -> None:
-    """SQLite's own check of ``path`` and that it is an ASE database (a StateError when not)."""
+def _check_file(path: Path) -> bool:
+    """SQLite's own check of ``path`` and that it is an ASE database (a StateError when not); False
+    for a database without any table (its first write never committed, e.g. on a full disk): empty."""
     try:
         con = sqlite3.connect(str(path), timeout=BUSY_MS / 1000)
         try:
@@ -155,8 +156,11 @@ def _check_file(path: Path) -> None:
         raise unreadable(path, f"{type(exc).__name__}: {exc}") from None
     if check != ["ok"]:
         raise unreadable(path, f"SQLite integrity check: {check[0]}")
+    if not tables:
+        return False
     if "systems" not in tables:
         raise unreadable(path, "not an ASE database: no 'systems' table")
+    return True
 
 
 def read_db(path: Path, round_: Optional[int] = None, db=None, check: bool = True) -> List[Outcome]:
@@ -165,8 +169,8 @@ def read_db(path: Path, round_: Optional[int] = None, db=None, check: bool = Tru
     ``check``: run SQLite's integrity check first (a per-round read after a full one skips it)."""
     if not path.exists() or path.stat().st_size == 0:
         return []
-    if check:
-        _check_file(path)
+    if check and not _check_file(path):
+        return []  # no schema yet: the first write creates it
     try:
         rows = list((db or connect(path)).select(**({} if round_ is None else {"round": int(round_)})))
     except Exception as exc:  # sqlite3 or ase decoding errors

@@ -11,8 +11,10 @@ filter (atoms too close, predicted forces too large) never reach the oracle.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -94,7 +96,12 @@ class LabelStore:
                 legacy = labeldb.read_legacy(self.root)
                 if legacy:
                     labeldb.import_legacy(self.path, legacy, self.log_path)
-            labeldb.write_outcome(self.database(), r, pool_id, atoms, error, oracle, structure, seconds)
+            try:
+                labeldb.write_outcome(self.database(), r, pool_id, atoms, error, oracle, structure, seconds)
+            except sqlite3.OperationalError as exc:  # "database or disk is full": a one-line OSError naming the file
+                if "full" not in str(exc):
+                    raise
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
             if oracle is not None:
                 self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed")
 

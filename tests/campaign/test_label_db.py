@@ -139,3 +139,41 @@ def test_per_file_campaign_is_imported_on_its_first_new_label(tmp_path, referenc
     selections, calls = _result(d)
     assert selections == _result(reference)[0] and calls[len(before.splitlines()):] == [int(files[-1].name[:-7])]
     assert _listed_ids(_ase_db(d / "labels.db")) == sorted(selections[0]) and all(p.exists() for p in files[:-1])
+
+
+def test_a_database_whose_first_write_never_committed_is_empty(tmp_path):
+    """A full disk during the very first label write leaves labels.db with an SQLite header but no
+    table: it holds no label, so it is read as empty and the next write creates the schema."""
+    import sqlite3
+
+    store = LabelStore(tmp_path)
+    con = sqlite3.connect(store.path)
+    con.execute("CREATE TABLE t (x)")
+    con.execute("DROP TABLE t")
+    con.commit()
+    con.close()
+    assert store.path.stat().st_size > 0 and labeldb.problems(tmp_path) == [] and store.outcomes(0) == {}
+    atoms = bulk("Cu", "fcc", a=3.6)
+    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.zeros((1, 3))
+    store.save_label(0, 4, atoms, "emt")
+    assert LabelStore(tmp_path).outcomes(0)[4].atoms.info["REF_energy"] == -1.5
+
+
+def test_sqlite_full_disk_is_an_os_error_naming_the_database(tmp_path, monkeypatch):
+    import errno
+    import sqlite3
+
+    from al_lightning.campaign.state import os_error_line
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(labeldb, "write_outcome", full)
+    store = LabelStore(tmp_path)
+    atoms = bulk("Cu", "fcc", a=3.6)
+    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.zeros((1, 3))
+    with pytest.raises(OSError) as info:
+        store.save_label(0, 4, atoms, "emt")
+    assert info.value.errno == errno.ENOSPC
+    assert os_error_line(info.value).startswith(f"{store.path}: the disk is full; free some space")
+    assert not (tmp_path / "oracle_calls.jsonl").exists()  # nothing logged for a label that was not stored
