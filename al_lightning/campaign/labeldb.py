@@ -91,6 +91,16 @@ def _row_of_label(atoms: Atoms):
     return work, {"info": info, "arrays": arrays}
 
 
+def label_hash(structure: Optional[str], energy: float, forces) -> str:
+    """Content hash of one label: the pool structure's hash, the energy and the raw forces (float64)."""
+    import hashlib
+
+    h = hashlib.sha256(str(structure or "").encode())
+    h.update(np.float64(energy).tobytes())
+    h.update(np.ascontiguousarray(forces, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def write_outcome(db, r: int, pool_id: int, atoms: Optional[Atoms], error: Optional[str],
                   oracle: Optional[str], structure: Optional[str], seconds: Optional[float]) -> int:
     """One outcome as one row, in one transaction; returns the row id."""
@@ -103,6 +113,8 @@ def write_outcome(db, r: int, pool_id: int, atoms: Optional[Atoms], error: Optio
         kvp["structure_hash"] = structure
     if seconds is not None:
         kvp["seconds"] = round(float(seconds), 3)
+    if atoms is not None:  # written in the same transaction as the label it vouches for
+        kvp["label_hash"] = label_hash(structure, atoms.info[REF_ENERGY], atoms.arrays[REF_FORCES])
     row_atoms, data = _row_of_label(atoms) if atoms is not None else (Atoms(), {})
     with db:  # one connection, committed on exit (rolled back on an exception)
         db.connection.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
@@ -188,10 +200,25 @@ def read_db(path: Path, round_: Optional[int] = None, db=None, check: bool = Tru
             raise StateError(f"{where} stores round {row.round} pool id {row.pool_id} again (as row {seen[key]}); "
                              f"delete one (ase db {path} id={row.id} --delete --yes)")
         seen[key] = row.id
+        if row.status == "labeled" and row.get("label_hash") is not None and \
+                label_hash(row.get("structure_hash"), row.energy, row.forces) != row.label_hash:
+            raise StateError(f"{where}: the label of pool id {row.pool_id} (round {row.round}) does not match its "
+                             f"label hash: it was changed after it was written; delete the row (ase db {path} "
+                             f"id={row.id} --delete --yes) to label that structure again")
         label = _label_of_row(row) if row.status == "labeled" else None
         out.append(Outcome(row.round, row.pool_id, where, label, row.get("error"), row.get("structure_hash"),
                            row_id=row.id))
     return out
+
+
+def add_missing_label_hashes(db) -> int:
+    """Give labels written before label hashes existed their hash (from the row as it is now); the
+    number of rows updated."""
+    rows = [row for row in db.select(status="labeled") if row.get("label_hash") is None]
+    with db:
+        for row in rows:
+            db.update(row.id, label_hash=label_hash(row.get("structure_hash"), row.energy, row.forces))
+    return len(rows)
 
 
 def problems(directory: Path) -> List[str]:

@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ase import Atoms
 
-from al_lightning import faults
+from al_lightning import console, faults
+from al_lightning import keys as K
 from al_lightning.campaign import interrupts, labeldb
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.outputs import write_json
@@ -66,7 +67,11 @@ class LabelStore:
         if not self.path.exists():
             return {o.pool_id: o for o in labeldb.read_legacy(self.root) if o.round == r}
         if not self._checked:
-            labeldb.read_db(self.path, db=self.database())
+            labeldb.read_db(self.path, db=self.database())  # every row, label hashes included
+            migrated = labeldb.add_missing_label_hashes(self.database())
+            if migrated:
+                console.say(f"{self.path}: {migrated} label(s) written before label hashes existed now carry one "
+                            "(computed from the labels as stored)")
             self._checked = True
         found = labeldb.read_db(self.path, round_=r, db=self.database(), check=False)
         return {o.pool_id: o for o in found}
@@ -103,7 +108,9 @@ class LabelStore:
                     raise
                 raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
             if oracle is not None:
-                self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed")
+                digest = None if atoms is None else \
+                    labeldb.label_hash(structure, atoms.info[K.REF_ENERGY], atoms.arrays[K.REF_FORCES])
+                self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed", digest)
 
     def verify(self, r: int, hashes: Dict[int, str]) -> None:
         """Raise StoredLabelMismatch (one line, naming the row or file) when a stored outcome of round r
@@ -124,10 +131,11 @@ class LabelStore:
                     f"{o.where}: stored for another structure than pool id {pool_id} of the current pool (structure "
                     f"hash differs: the pool changed); restore the pool file, or {again} to label it again")
 
-    def _log(self, r: int, pool_id: int, oracle: str, status: str) -> None:
+    def _log(self, r: int, pool_id: int, oracle: str, status: str, digest: Optional[str] = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"round": r, "id": int(pool_id), "oracle": oracle, "status": status}
         with open(self.log_path, "a") as log:
-            log.write(json.dumps({"round": r, "id": int(pool_id), "oracle": oracle, "status": status}) + "\n")
+            log.write(json.dumps({**entry, **({"label_hash": digest} if digest else {})}) + "\n")
             log.flush()
             os.fsync(log.fileno())
 

@@ -177,3 +177,42 @@ def test_sqlite_full_disk_is_an_os_error_naming_the_database(tmp_path, monkeypat
     assert info.value.errno == errno.ENOSPC
     assert os_error_line(info.value).startswith(f"{store.path}: the disk is full; free some space")
     assert not (tmp_path / "oracle_calls.jsonl").exists()  # nothing logged for a label that was not stored
+
+
+def test_a_label_edited_in_the_database_is_refused_on_resume(tmp_path, monkeypatch, capsys):
+    """Each label row carries a hash of (structure hash, energy, forces), also in oracle_calls.jsonl;
+    a label edited afterwards (a real SQLite UPDATE) is refused in one line naming the pool id and
+    round (status 2); deleting the row relabels that structure."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    smoke = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
+    out = tmp_path / "c"
+    args = ["fit", "-c", smoke, "--trainer.max_epochs=1", f"--campaign.campaign_dir={out}"]
+    assert main([*args, "--campaign.rounds=1"]) == 0
+    calls = [json.loads(x) for x in (out / "oracle_calls.jsonl").read_text().splitlines()]
+    assert all(len(c["label_hash"]) == 16 for c in calls)
+    row = next(iter(labeldb.connect(out / labeldb.DB_NAME).select(status="labeled")))
+    con = sqlite3.connect(out / labeldb.DB_NAME)
+    con.execute("UPDATE systems SET energy = energy + 10 WHERE id = ?", (row.id,))
+    con.commit()
+    con.close()
+    assert main([*args, "--campaign.rounds=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"row {row.id}: the label of pool id {row.pool_id} (round {row.round}) does not match its label hash" in err
+    labeldb.connect(out / labeldb.DB_NAME).delete([row.id])  # a deliberate relabel
+    assert main([*args, "--campaign.rounds=2"]) == 0
+
+
+def test_labels_from_before_label_hashes_are_migrated_with_one_notice(tmp_path, capsys):
+    store = LabelStore(tmp_path)
+    atoms = bulk("Cu", "fcc", a=3.6)
+    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.full((1, 3), 0.25)
+    store.save_label(0, 4, atoms, "emt", structure="abc")
+    db = labeldb.connect(store.path)
+    row = next(iter(db.select()))
+    db.update(row.id, delete_keys=["label_hash"])  # as written by an older version
+    fresh = LabelStore(tmp_path)
+    assert fresh.outcomes(0)[4].atoms.info["REF_energy"] == -1.5
+    assert "1 label(s) written before label hashes existed now carry one" in capsys.readouterr().err
+    assert next(iter(db.select())).label_hash == labeldb.label_hash("abc", -1.5, np.full((1, 3), 0.25))
