@@ -56,14 +56,15 @@ def normalise(
     """Move labels to the REF keys and validate them; ``where`` = "file: record i".
 
     Energy is looked up in ``info[energy_key]``, then in the calculator's results (ASE puts
-    ``energy``/``forces`` there); forces in ``arrays[forces_key]`` then the calculator's raw
-    results (never ``get_forces()``, which zeroes fixed atoms).
+    ``energy``/``forces`` there: what ``ase.io.write`` stores after a calculation); forces in
+    ``arrays[forces_key]`` then the calculator's raw results (never ``get_forces()``, which zeroes
+    fixed atoms).
     """
     energy = atoms.info.pop(energy_key, None)
     if energy is None:
-        energy = _calc_result(atoms, "energy" if energy_key in ("energy", "free_energy") else energy_key)
+        energy = _calc_result(atoms, energy_key if energy_key == "free_energy" else "energy")
     forces = atoms.arrays.pop(forces_key, None) if forces_key in atoms.arrays else None
-    if forces is None and forces_key == "forces":
+    if forces is None:
         forces = _calc_result(atoms, "forces")
     atoms.calc = None
     if len(atoms) == 0:

@@ -59,3 +59,32 @@ def test_calculator_timeout(tiny_paths, monkeypatch):
     with pytest.raises(OracleError, match="pool id 3: TimeoutError: no label within 0.2 s"):
         oracle.label([3], [pool.raw(3)])
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_handoff_accepts_labels_written_the_standard_ase_way(tmp_path):
+    """A labels file written by ase.io.write after a calculation (energy/forces as calculator
+    results, no REF_ keys) is accepted, with the raw forces."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    from al_lightning.oracle import FileHandoffOracle, HandoffPending
+
+    structures = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Au", "fcc", a=4.1, cubic=True)]
+    for a in structures:
+        a.rattle(0.05, seed=1)
+    oracle = FileHandoffOracle(tmp_path, 0)
+    with pytest.raises(HandoffPending):
+        oracle.label([3, 8], [a.copy() for a in structures])
+    labeled = []
+    for a in structures:
+        a = a.copy()
+        a.calc = EMT()
+        a.get_potential_energy()
+        labeled.append(a)
+    write(oracle.labels, labeled, format="extxyz")
+    out = oracle.label([3, 8], [a.copy() for a in structures])
+    for got, ref in zip(out, labeled):
+        assert got.info["REF_energy"] == pytest.approx(ref.get_potential_energy())
+        np.testing.assert_allclose(got.arrays["REF_forces"], ref.get_forces(apply_constraint=False), atol=1e-8)
