@@ -110,7 +110,8 @@ def _index_cache_path(path: Path) -> Path:
 def extxyz_offsets(path: Path) -> np.ndarray:
     """Byte offset of every frame of an (ext)xyz file, cached beside the dataset cache.
 
-    Raises DataError for an empty file, a bad atom-count line or a truncated last frame.
+    Raises DataError for an empty file, a bad atom-count line, a truncated last frame (too few lines,
+    or a last line cut before its end) or an atom line with another number of columns.
     """
     cached = _index_cache_path(path)
     if cached.exists():
@@ -127,9 +128,20 @@ def extxyz_offsets(path: Path) -> np.ndarray:
                 n = int(line.split()[0])
             except ValueError:
                 raise DataError(f"{path}: record {len(offsets)}: expected an atom count, got {line[:40]!r}") from None
+            columns = None
             for k in range(n + 1):
-                if not f.readline():
+                row = f.readline()
+                if not row:
                     raise DataError(f"{path}: record {len(offsets)}: truncated ({k} of {n + 1} lines after the count)")
+                if not row.endswith(b"\n"):
+                    raise DataError(f"{path}: record {len(offsets)}: truncated (its last line has no end: the file was cut "
+                                    "while being written?); restore the complete file")
+                if k:  # atom lines: as many columns as the record's first atom line
+                    width = len(row.split())
+                    if columns is not None and width != columns:
+                        raise DataError(f"{path}: record {len(offsets)}: atom line {k} has {width} columns, the "
+                                        f"record's first has {columns}; restore the complete file")
+                    columns = width
             offsets.append(pos)
     if not offsets:
         raise DataError(f"{path}: no structures (empty file)")

@@ -1,5 +1,7 @@
 """Readers: indexed random access in every ASE format, raw forces, one-line errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -142,3 +144,22 @@ def test_roundtrip_read_matches_ase_read(tiny_paths):
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a.numbers, b.numbers)
         np.testing.assert_allclose(a.arrays[K.REF_FORCES], b.arrays[K.REF_FORCES])
+
+
+def test_a_file_cut_inside_its_last_number_is_refused(tmp_path, tiny_paths):
+    """A pool truncated while being written (``3.07093050`` → ``3.07``, no final newline) or with a
+    short atom line is refused naming the file and the record, not read silently."""
+    from al_lightning.data.io import DataError, StructureFile
+
+    text = Path(tiny_paths["pool"]).read_text()
+    cut = tmp_path / "cut.extxyz"
+    cut.write_text(text.rstrip("\n")[:-5])
+    n = len(StructureFile(tiny_paths["pool"]))
+    with pytest.raises(DataError, match=rf"cut.extxyz: record {n - 1}: truncated \(its last line has no end"):
+        StructureFile(cut)
+    lines = text.splitlines(keepends=True)
+    lines[3] = " ".join(lines[3].split()[:-2]) + "\n"  # record 0, second atom line: two columns short
+    short = tmp_path / "short.extxyz"
+    short.write_text("".join(lines))
+    with pytest.raises(DataError, match=r"short.extxyz: record 0: atom line 2 has \d+ columns, the record's first"):
+        StructureFile(short)
