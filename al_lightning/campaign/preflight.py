@@ -196,3 +196,29 @@ def raise_problems(found: List[str]) -> None:
         raise PreflightError(found[0])
     if found:
         raise PreflightError(f"{len(found)} problems: " + " | ".join(f"({i}) {p}" for i, p in enumerate(found, 1)))
+
+
+def check_pool_records(cfg, datamodule) -> None:
+    """Every pool record readable with finite coordinates (and labels, for stored labels), checked
+    once per file content (cached by its sha256): bad ones stop the run in one line (DataError), or
+    are left out with a warning (``data.skip_bad_records``)."""
+    if cfg.rounds == 0:
+        return
+    from al_lightning import console
+    from al_lightning.campaign.fingerprint import file_sha256
+    from al_lightning.data.cache import cache_root
+    from al_lightning.data.io import DataError
+    from al_lightning.data.validate import bad_records, bad_records_line
+
+    pool = datamodule.structure_file("pool")
+    labels = cfg.oracle == "stored"
+    paths = [pool.path] if isinstance(pool.path, Path) else list(getattr(pool, "chunks", []))
+    key = "-".join(file_sha256(p)[:16] for p in paths)
+    cache = cache_root() / "validated" / f"{key}-{'labels' if labels else 'plain'}.json" if key else None
+    bad = bad_records(pool, labels, cache)
+    if bad and not datamodule.skip_bad_records:
+        raise DataError(bad_records_line(pool.path, bad))
+    if bad:
+        console.say(f"warning: {bad_records_line(pool.path, bad).split('; fix the file')[0]}: left out "
+                    "(data.skip_bad_records)")
+        datamodule.exclude(bad)

@@ -204,6 +204,7 @@ class Campaign:
         if self.cfg.rounds > 0:
             self.labeler.oracle(0)  # a calculator that cannot be built fails here, before anything is written
         start = self._resume()
+        preflight.check_pool_records(self.cfg, self.dm)
         preflight.raise_problems(self._pool_problems(self.cfg.rounds - start))
         self._verify_stored_labels(start)
         return start

@@ -73,6 +73,9 @@ class ActiveDataModule(pl.LightningDataModule):
         seed: training-batch shuffling seed (the epoch and round are mixed in); None: the
             campaign's seed, which itself defaults to ``seed_everything`` (so one seed varies
             batch order, initial weights of a fresh model and the selection together).
+        skip_bad_records: pool records that fail the up-front check (unreadable, NaN/inf positions or
+            cell, no atoms, or — with stored labels — a missing or non-finite label) are left out of
+            every acquisition with a warning, instead of stopping the run (status 2).
         initial_size: start from a seeded random subset of this many structures of the
             ``initial`` file (None: all of it); the subset follows ``seed``, so each campaign
             seed of a study starts from its own initial set (validation and tests fixed).
@@ -83,13 +86,14 @@ class ActiveDataModule(pl.LightningDataModule):
                  energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                  elements: Optional[List[str]] = None, batch_size: int = 8, eval_batch_size: int = 16,
                  num_workers: int = 0, generate_workers: int = 2, seed: Optional[int] = None,
-                 energy_only: bool = False, initial_size: Optional[int] = None) -> None:
+                 energy_only: bool = False, initial_size: Optional[int] = None,
+                 skip_bad_records: bool = False) -> None:
         super().__init__()
         self._settings = dict(emt=emt, xtb=xtb, files=files, format=format, energy_key=energy_key,
                               forces_key=forces_key, elements=elements, batch_size=batch_size,
                               eval_batch_size=eval_batch_size, num_workers=num_workers,
                               generate_workers=generate_workers, seed=seed, energy_only=energy_only,
-                              initial_size=initial_size)  # what a committee member's view is built from
+                              initial_size=initial_size, skip_bad_records=skip_bad_records)  # for member views
         if sum(x is not None for x in (emt, xtb, files)) > 1:
             raise ValueError("data: give one of 'emt', 'xtb' or 'files' (set the others to null)")
         if batch_size < 1 or eval_batch_size < 1:
@@ -108,7 +112,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self._elements = elements
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.generate_workers, self.seed = num_workers, generate_workers, seed
-        self.energy_only, self.initial_size = energy_only, initial_size
+        self.energy_only, self.initial_size, self.skip_bad_records = energy_only, initial_size, skip_bad_records
         self.round = 0
         self.labeled = LabeledSet()  # acquired pool ids, their labels, exclusions (e.g. oracle failures)
         self._initial: Optional[List[int]] = None  # a member view's fixed initial records

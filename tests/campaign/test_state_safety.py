@@ -300,3 +300,32 @@ def test_data_file_hash_is_cached_by_stat(tmp_path, monkeypatch):
         fh.write(b"9")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert fingerprint.file_sha256(path) != first and len(hashed) == 2
+
+
+def test_bad_pool_records_stop_the_run_up_front_or_are_left_out(tmp_path, monkeypatch, capsys, tiny_paths):
+    """NaN positions and a missing force label (stored-label pool) in the pool: refused before any fit
+    in one line naming the file and records (status 2); with data.skip_bad_records they are left out,
+    loudly, and never selected."""
+    from ase.io import read, write
+
+    frames = read(tiny_paths["pool"], index=":")
+    frames[3].positions[0, 0] = float("nan")
+    del frames[5].arrays["REF_forces"]
+    data = tmp_path / "data"
+    data.mkdir()
+    files = {s: str(shutil.copy(p, data / p.name)) for s, p in tiny_paths.items() if s != "pool"}
+    write(data / "pool.extxyz", frames, format="extxyz")
+    files["pool"] = str(data / "pool.extxyz")
+    args = ["--data.emt", "null", "--data.files", "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + "}",
+            "--campaign.strategy=pv_topb"]
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "c"
+    assert main(_fit(out, *args)) == 2
+    err = _last_error(capsys)
+    assert err.startswith(f"al-lightning: error: {data / 'pool.extxyz'}: 2 bad pool record(s): record 3: positions "
+                          "contain NaN/inf; record 5: ") and "data.skip_bad_records" in err
+    assert not (out / "campaign.json").exists()
+    assert main(_fit(out, *args, "--data.skip_bad_records=true")) == 0
+    assert "2 bad pool record(s)" in capsys.readouterr().err
+    state = json.loads((out / "campaign.json").read_text())
+    assert not {3, 5} & {i for r in state["rounds"] for i in r["selected_ids"]}
