@@ -45,7 +45,7 @@ class CampaignLabeler:
     def oracle(self, round_: int):
         """The round's oracle (built before anything is written, so a bad calculator fails early)."""
         return make_oracle(self.cfg.oracle, self.cfg.oracle_kwargs, self.dm, timeout_s=self.cfg.oracle_timeout,
-                           handoff=(self.dir, round_))
+                           handoff=(self.dir, round_, self.cfg.handoff_energy_key, self.cfg.handoff_forces_key))
 
     def _sanity(self, ids: List[int]):
         predicted = predicted_max_forces(self.module, self.dm, ids) if self.cfg.sanity_max_force else {}

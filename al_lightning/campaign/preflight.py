@@ -155,6 +155,12 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     from al_lightning.campaign import labeldb, state
 
     out += state.problems(cfg.directory, cfg.rounds) + labeldb.problems(cfg.directory)
+    if cfg.oracle == "file" and Path(cfg.directory).is_dir():  # a labels file waiting for the rerun
+        from al_lightning.oracle.handoff import pending_labels_problem
+
+        pending: List[str] = []  # the labels file's problem, or an unreadable request / labels file
+        out += problem_of(lambda: pending.extend(m for m in [pending_labels_problem(
+            cfg.directory, cfg.handoff_energy_key, cfg.handoff_forces_key)] if m)) + pending
     refusal = fingerprint_refusal(cfg.directory, campaign_fingerprint(cfg, datamodule), cfg.force)
     return out + ([refusal] if refusal else [])
 

@@ -66,6 +66,9 @@ class CampaignConfig:
         oracle_timeout: seconds allowed per label for calculator oracles (null: no limit, the calculator
             runs in this process); with a limit the calculator runs in a separate worker process that
             is killed when the time is up (the label is recorded as failed).
+        handoff_energy_key: key of the energies in a file hand-off's labels file (``oracle: file``);
+            calculator results, as ``ase.io.write`` stores them after a calculation, are accepted too.
+        handoff_forces_key: key of the forces in a file hand-off's labels file (calculator results too).
         max_failed_fraction: stop (exit status 2) when more than this fraction of a round's selected
             structures fail (oracle errors, timeouts, sanity filter); the failures are kept, never retried.
         sanity_min_distance: structures with two atoms closer than this (Å) are not sent to the
@@ -94,6 +97,8 @@ class CampaignConfig:
     oracle: Union[str, Dict[str, Any]] = "stored"
     oracle_kwargs: Dict[str, Any] = field(default_factory=dict)
     oracle_timeout: Optional[float] = None
+    handoff_energy_key: str = "REF_energy"
+    handoff_forces_key: str = "REF_forces"
     max_failed_fraction: float = 0.5
     sanity_min_distance: Optional[float] = 0.5
     sanity_max_force: Optional[float] = None

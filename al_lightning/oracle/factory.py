@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+
 from typing import Any, Dict, Optional, Tuple, Union
 
 from al_lightning.oracle.handoff import FileHandoffOracle
@@ -28,7 +28,7 @@ def oracle_spec(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any
 
 
 def make_oracle(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]], datamodule,
-                timeout_s: Optional[float] = None, handoff: Optional[Tuple[Path, int]] = None) -> Oracle:
+                timeout_s: Optional[float] = None, handoff: Optional[Tuple] = None) -> Oracle:
     """``"stored"`` → :class:`StoredLabelOracle`; ``"file"`` → the file hand-off of round
     ``handoff[1]`` in campaign directory ``handoff[0]``; an :class:`Oracle` subclass → an instance
     of it; any other import path (an ASE calculator) → :class:`CalculatorOracle`."""

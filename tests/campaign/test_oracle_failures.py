@@ -83,9 +83,12 @@ def test_file_handoff_stops_cleanly_then_resumes(tmp_path, monkeypatch, capsys):
     bad = [f.copy() for f in frames]
     bad[0].positions[0, 0] += 0.5
     write(labels, _emt_labeled(bad))
+    assert main([*args, "--dry_run"]) == 2  # the dry run checks a present labels file, before any refit
+    assert "record 0: not the requested structure" in capsys.readouterr().err
     assert main(args) == 2
     assert "record 0: not the requested structure" in capsys.readouterr().err
     write(labels, _emt_labeled([f.copy() for f in frames]))
+    assert main([*args, "--dry_run"]) == 0
     assert main(args) == 0
     state = json.loads((tmp_path / "logs" / "smoke" / "campaign.json").read_text())
     assert state["status"] == "complete" and [r["n_labeled"] for r in state["rounds"]] == [16, 24]
