@@ -102,8 +102,10 @@ def label_hash(structure: Optional[str], energy: float, forces) -> str:
 
 
 def write_outcome(db, r: int, pool_id: int, atoms: Optional[Atoms], error: Optional[str],
-                  oracle: Optional[str], structure: Optional[str], seconds: Optional[float]) -> int:
-    """One outcome as one row, in one transaction; returns the row id."""
+                  oracle: Optional[str], structure: Optional[str], seconds: Optional[float],
+                  digest: Optional[str] = None) -> int:
+    """One outcome as one row, in one transaction; returns the row id. ``digest``: the label's
+    :func:`label_hash` when the caller has it already."""
     kvp = {"pool_id": int(pool_id), "round": int(r), "status": "labeled" if atoms is not None else "failed"}
     if error is not None:
         kvp["error"] = _text(error)
@@ -114,7 +116,7 @@ def write_outcome(db, r: int, pool_id: int, atoms: Optional[Atoms], error: Optio
     if seconds is not None:
         kvp["seconds"] = round(float(seconds), 3)
     if atoms is not None:  # written in the same transaction as the label it vouches for
-        kvp["label_hash"] = label_hash(structure, atoms.info[REF_ENERGY], atoms.arrays[REF_FORCES])
+        kvp["label_hash"] = digest or label_hash(structure, atoms.info[REF_ENERGY], atoms.arrays[REF_FORCES])
     row_atoms, data = _row_of_label(atoms) if atoms is not None else (Atoms(), {})
     with db:  # one connection, committed on exit (rolled back on an exception)
         db.connection.execute(f"PRAGMA busy_timeout = {BUSY_MS}")

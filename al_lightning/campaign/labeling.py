@@ -101,15 +101,15 @@ class LabelStore:
                 legacy = labeldb.read_legacy(self.root)
                 if legacy:
                     labeldb.import_legacy(self.path, legacy, self.log_path)
+            digest = None if atoms is None else \
+                labeldb.label_hash(structure, atoms.info[K.REF_ENERGY], atoms.arrays[K.REF_FORCES])
             try:
-                labeldb.write_outcome(self.database(), r, pool_id, atoms, error, oracle, structure, seconds)
+                labeldb.write_outcome(self.database(), r, pool_id, atoms, error, oracle, structure, seconds, digest)
             except sqlite3.OperationalError as exc:  # "database or disk is full": a one-line OSError naming the file
                 if "full" not in str(exc):
                     raise
                 raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
             if oracle is not None:
-                digest = None if atoms is None else \
-                    labeldb.label_hash(structure, atoms.info[K.REF_ENERGY], atoms.arrays[K.REF_FORCES])
                 self._log(r, pool_id, oracle, "ok" if atoms is not None else "failed", digest)
 
     def verify(self, r: int, hashes: Dict[int, str]) -> None:
