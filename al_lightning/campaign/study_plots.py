@@ -92,6 +92,9 @@ def plot_savings(runs: Dict, spec: Dict, reference: str, path: Path, title: str)
     for i, unit in enumerate(("structures", "atoms")):
         for j, endpoint in enumerate(names):
             _savings_panel(axes[i][j], per_seed, arms, endpoint, unit)
+    pooled = "; ".join(f"{name} = the mean force MAE of {', '.join(splits)}"
+                       for name, splits in endpoints(spec).items() if len(splits) > 1)
     fig.suptitle(f"{title}: labels {reference} needs to reach each arm's round-{spec['rounds']} force MAE, minus the "
-                 "arm's\n(dots: seeds; hollow red: censored, a lower bound; ◆: mean ± 95 % CI)", fontsize=9)
+                 "arm's\n(dots: seeds; hollow red: censored, a lower bound; ◆: mean ± 95 % CI)"
+                 + (f"\n{pooled}" if pooled else ""), fontsize=9)
     save(fig, path)

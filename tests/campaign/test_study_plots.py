@@ -47,3 +47,17 @@ def test_no_savings_plot_without_a_comparable_arm(tmp_path):
     runs = {"random": _runs()["random"]}
     plot_savings(runs, {"rounds": 2}, "random", tmp_path / "savings.png", "only the reference")
     assert not (tmp_path / "savings.png").exists()
+
+
+def test_savings_figure_defines_its_pooled_endpoints(tmp_path, monkeypatch):
+    """The figure says what ood_pooled is (the EMT splits by default, the analysis block's otherwise)."""
+    import al_lightning.campaign.study_plots as plots
+
+    titles = []
+    monkeypatch.setattr("al_lightning.campaign.plotting.save", lambda fig, path: titles.append(fig._suptitle.get_text()))
+    runs = _runs()
+    plots.plot_savings(runs, {"rounds": 2}, "random", tmp_path / "a.png", "synthetic")
+    assert f"ood_pooled = the mean force MAE of {', '.join(OOD_SPLITS)}" in titles[-1]
+    spec = {"rounds": 2, "endpoints": {"test_id": ["test_id"], "ood_pair": ["test_ood_ads", "test_ood_cat"]}}
+    plots.plot_savings(runs, spec, "random", tmp_path / "b.png", "synthetic")
+    assert "ood_pair = the mean force MAE of test_ood_ads, test_ood_cat" in titles[-1] and "ood_pooled" not in titles[-1]
