@@ -45,7 +45,7 @@ from ase import Atoms
 from ase.calculators.calculator import CalculationFailed
 
 from al_lightning import keys as K
-from al_lightning.data.cache import cache_root, cached_dataset, check_sizes, spec_key
+from al_lightning.data.cache import cached_dataset, check_sizes, spec_key
 from al_lightning.data.molecules import (FOUNDATION_MOLECULES, ID_MOLECULES, OOD_MOLECULES, bond_change, bonds,
                                          embed, side_of, template_sites, xtb_calculator)
 from al_lightning.data.simulate import label_frame, langevin_frames
@@ -292,12 +292,6 @@ def _finish(frames, split, index, spec, rng, reference, smiles, kind, failures, 
             f.info.update({"scf_failures": failures, "path_failed": bool(path_failed),
                            "dropped_frames": dropped})
     return kept
-
-
-def xtb_dataset_paths(spec, root: "Path | None" = None) -> Dict[str, Path]:
-    """``{split: path}`` of a spec's cache folder (without generating it)."""
-    folder = (root or cache_root()) / spec.cache_name / spec.key()
-    return {s: folder / f"{s}.extxyz" for s in spec.splits if int(spec.sizes.get(s, 0)) > 0}
 
 
 # ---------------------------------------------------------------- the backbone's data

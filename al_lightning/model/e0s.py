@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from al_lightning import keys as K
-from al_lightning.model.mace import lstsq_e0s, model_e0s
+from al_lightning.model.mace import lstsq_e0s
 
 MISMATCH_FACTOR = 10.0  # refit when the kept-E0 error is this many times the refit error and the spread
 POOR_PRIOR_FORCE_RATIO = 1.0  # zero-shot force MAE / mean |F| of the labels above which the prior is poor (no better than F = 0)
@@ -75,12 +75,6 @@ def zero_shot(model: torch.nn.Module, loader) -> Dict[str, Any]:
             "energy_mae_refit": float(np.mean(np.abs(refit) / rows["atoms"])),
             "forces_mae": float(np.mean(rows["force_err"])) if rows["force_err"].size else float("nan"),
             "forces_spread": float(np.mean(rows["force_ref"])) if rows["force_ref"].size else float("nan")}
-
-
-def refit_e0s(model: torch.nn.Module, loader) -> np.ndarray:
-    """(n_elements,) E0 + δ (see :func:`zero_shot`): the foundation's interaction energy is kept and
-    only the per-element offsets move. Elements absent from the labeled set keep the foundation's E0."""
-    return model_e0s(model) + zero_shot(model, loader)["delta"]
 
 
 def decide_e0s(stats: Dict[str, Any]) -> Tuple[bool, str, Optional[str]]:
