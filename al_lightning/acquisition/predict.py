@@ -10,31 +10,35 @@ outside inference mode). Feature rows stay on the device.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from torch.utils.data import Sampler
 
-from al_lightning.acquisition.distributed import fixed_batches
+from al_lightning.acquisition.distributed import atom_batches, fixed_batches
 
 
 class ShardBatches(Sampler[List[int]]):
-    """Batch sampler: ``ids`` cut into fixed batches of ``batch_size`` consecutive ids; this rank
-    yields batches rank, rank + W, … (disjoint across ranks, covering, never padded).
+    """Batch sampler: ``ids`` cut into batches of consecutive ids — ``batch_size`` each, or, with
+    ``atoms`` (atoms per id) and ``atom_budget``, at most that many atoms each; this rank yields
+    batches rank, rank + W, … (disjoint across ranks, covering, never padded), from its
+    ``start``-th batch on (a resumed pass).
 
     torch's BatchSampler over a DistributedSampler would deal out ids, not batches, and pad;
-    the fixed batches are what keeps 1 and N processes bitwise identical."""
+    batches cut the same way on every rank are what keeps 1 and N processes bitwise identical."""
 
-    def __init__(self, ids: Sequence[int], batch_size: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, ids: Sequence[int], batch_size: int, rank: int = 0, world: int = 1,
+                 atoms: Optional[Sequence[int]] = None, atom_budget: Optional[int] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batches = fixed_batches(ids, batch_size)
+        self.batches = fixed_batches(ids, batch_size) if atom_budget is None else atom_batches(ids, atoms, atom_budget)
         self.mine = list(range(rank, len(self.batches), world))
+        self.start = 0
 
     def __iter__(self) -> Iterator[List[int]]:
-        return iter(self.batches[b].tolist() for b in self.mine)
+        return iter(self.batches[b].tolist() for b in self.mine[self.start:])
 
     def __len__(self) -> int:
-        return len(self.mine)
+        return len(self.mine) - self.start
 
     @property
     def ids(self) -> List[int]:

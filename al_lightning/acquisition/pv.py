@@ -10,6 +10,7 @@ Any feature kind of :mod:`al_lightning.features` (``ntk_e``, ``ntk_f``, ``ntk_ef
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, ClassVar, Dict, List, Optional, Union
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from al_lightning.acquisition.lcmd import select_lcmd_ids
+from al_lightning.acquisition.posterior import GramPartial, Precision
 from al_lightning.acquisition.pool_pass import LogHistogram, split_calibration, training_side
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
@@ -44,7 +46,9 @@ class PVStrategy(Strategy):
         rel_lambda: λ = rel_lambda · mean kernel diagonal of the training rows.
         shortlist: K of ``pv_lcmd``: a count, or a fraction of the candidates when < 1 (e.g. 0.06:
             6 % of the pool, at least B). lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
-        batch_size: structures per feature batch. sketch_dim: tensor-sketch the NTK to this size.
+        batch_size: structures per feature batch. batch_atoms: pool batches by an atom budget
+            (``auto``: batch_size × the pool's mean atoms per structure; an int; None: fixed
+            batches of batch_size). sketch_dim: tensor-sketch the NTK to this size.
         calibration: log Spearman(PV, actual force error) on each test split.
         score_dtype: precision of the pool-side solve ψ = L⁻¹φ (the factor is always float64):
             ``float64``, ``float32``, or ``auto`` (float32 when its error bound
@@ -57,7 +61,7 @@ class PVStrategy(Strategy):
                  params: Union[str, List[str]] = "readouts+products", pool_force_mode: str = "direction",
                  pool_probes: int = 4, train_force_mode: str = "probes", train_probes: int = 16,
                  rel_lambda: float = 0.1, shortlist: Union[int, float] = 0.06, lcmd_space: str = "whitened",
-                 batch_size: int = 64, sketch_dim: Optional[int] = 1024, feature_seed: int = 0,
+                 batch_size: int = 64, batch_atoms: Union[int, str, None] = "auto", sketch_dim: Optional[int] = 1024, feature_seed: int = 0,
                  calibration: bool = True, score_dtype: str = "auto") -> None:
         checks = [(mode in MODES, f"mode must be one of {MODES}"),
                   (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),
@@ -68,6 +72,8 @@ class PVStrategy(Strategy):
                   (shortlist >= 1 or 0 < shortlist < 1, f"shortlist must be >= 1 or a fraction in (0, 1), got {shortlist}"),
                   (lcmd_space in ("raw", "whitened"), f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}"),
                   (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
+                  (batch_atoms in (None, "auto") or (isinstance(batch_atoms, int) and batch_atoms >= 1),
+                   f"batch_atoms must be 'auto', null or an int >= 1, got {batch_atoms!r}"),
                   (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}"),
                   (score_dtype in SCORE_DTYPES, f"score_dtype must be one of {SCORE_DTYPES}, got {score_dtype!r}")]
         for ok, msg in checks:
@@ -78,7 +84,8 @@ class PVStrategy(Strategy):
         self.pool_force_mode, self.pool_probes = pool_force_mode, pool_probes
         self.train_force_mode, self.train_probes = train_force_mode, train_probes
         self.rel_lambda, self.shortlist, self.lcmd_space = rel_lambda, shortlist, lcmd_space
-        self.batch_size, self.sketch_dim, self.feature_seed = batch_size, sketch_dim, feature_seed
+        self.batch_size, self.batch_atoms = batch_size, batch_atoms
+        self.sketch_dim, self.feature_seed = sketch_dim, feature_seed
         self.calibration, self.score_dtype = calibration, score_dtype
 
     def shortlist_size(self, n_candidates: int, budget: int) -> int:
@@ -124,24 +131,42 @@ class PVStrategy(Strategy):
         return PVScorer(self, pool_spec, k, precision, train_lcmd, gram, torch.float32 if use32 else torch.float64,
                         bound, time.perf_counter() - t0)
 
+    def restore(self, ctx: AcquisitionContext, state: Dict[str, Any]) -> "PVScorer":
+        """The scorer of :meth:`plan` from :meth:`PVScorer.state_dict` (no training-side pass)."""
+        _, pool_spec = self.specs(ctx.module.net)
+        precision = Precision(**state["precision"]).to(ctx.device)
+        scorer = PVScorer(self, pool_spec, self._k(ctx), precision, state["train_lcmd"].to(ctx.device),
+                          GramPartial(**state["gram"]), getattr(torch, state["score_dtype"]), state["bound"],
+                          state["train_seconds"])
+        scorer.histogram.counts = state["histogram"].numpy().copy()
+        return scorer
+
 
 class PVScorer(PoolScorer):
     """Pool side of :class:`PVStrategy`: each chunk scored once (PV → histogram and top-K)."""
 
     def __init__(self, strategy: PVStrategy, spec: FeatureSpec, k: int, precision, train_lcmd, gram,
                  score_dtype: torch.dtype, bound: float, train_seconds: float) -> None:
-        self.strategy, self.spec, self.k, self.batch_size = strategy, spec, k, strategy.batch_size
+        self.strategy, self.spec, self.k = strategy, spec, k
+        self.batch_size, self.batch_atoms = strategy.batch_size, strategy.batch_atoms
         self.precision, self.train_lcmd, self.gram = precision, train_lcmd, gram
         self.score_dtype, self.bound, self.train_seconds = score_dtype, bound, train_seconds
         self.histogram = LogHistogram()
 
     def score(self, batch: Any, out: Any):
         scores = self.precision.score(out.rows, dtype=self.score_dtype)
-        self.histogram.add(scores)
         vectors = out.lcmd
         if self.strategy.lcmd_space == "whitened":
             vectors = self.precision.whiten_vectors(vectors)
+        self.histogram.add(scores)  # last: an out-of-memory error above leaves the histogram as it was
         return scores, out.ids, vectors
+
+    def state_dict(self) -> Dict[str, Any]:
+        precision = {f.name: getattr(self.precision, f.name) for f in dataclasses.fields(self.precision)}
+        return {"precision": {k: v.cpu() if torch.is_tensor(v) else v for k, v in precision.items()},
+                "train_lcmd": self.train_lcmd.cpu(), "gram": {"gram": self.gram.gram.cpu(), "n_rows": self.gram.n_rows},
+                "score_dtype": str(self.score_dtype).removeprefix("torch."), "bound": self.bound,
+                "train_seconds": self.train_seconds, "histogram": torch.from_numpy(self.histogram.counts.copy())}
 
     def choose(self, top: TopK, budget: int) -> np.ndarray:
         if self.strategy.mode == "pv_topb":

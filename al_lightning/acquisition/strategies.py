@@ -30,7 +30,8 @@ class AcquisitionContext:
     ``device`` is where feature passes, scoring, the top-K and LCMD run (the trainer's root
     device: a GPU when the fit ran on one); ``fit(module, datamodule, seed, name) -> record``
     fits another module the way the campaign fits the main one (committee members; None
-    outside a campaign).
+    outside a campaign); ``pass_state``: where the pool pass keeps its resumable state
+    (a :class:`~al_lightning.acquisition.pass_state.PassCheckpoint`; None: not kept).
     """
 
     module: Any
@@ -42,6 +43,7 @@ class AcquisitionContext:
     comm: Comm = field(default_factory=Comm)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     fit: Optional[Callable[..., Dict[str, Any]]] = None
+    pass_state: Any = None
 
     @classmethod
     def from_trainer(cls, trainer, **kwargs: Any) -> "AcquisitionContext":
@@ -52,19 +54,23 @@ class AcquisitionContext:
 class Selection:
     """What one acquisition decided: ``ids`` (B,) int64 (rank 0's answer, broadcast), the
     strategy's diagnostics (``scalars`` / ``histograms`` / ``raw_histograms`` for TensorBoard),
-    the pool ids this rank scored, and seconds per phase (``train``, ``pool``, ``select``)."""
+    the pool ids this rank scored, seconds per phase (``train``, ``pool``, ``select``) and the
+    pool batch a resumed pass continued at (None: the pass ran from its start)."""
 
     ids: np.ndarray
     diagnostics: Dict[str, Any] = field(default_factory=dict)
     shard_ids: List[int] = field(default_factory=list)
     seconds: Dict[str, float] = field(default_factory=dict)
+    resumed_from: Optional[int] = None
 
 
 class PoolScorer(ABC):
     """A strategy's view of the pool pass, built after its training side.
 
     ``spec``: what the module's ``predict_step`` computes per pool batch (a FeatureSpec; None:
-    energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch;
+    energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch, or
+    with ``batch_atoms`` set, the batches hold at most ``batch_atoms`` atoms (``auto``:
+    batch_size × the pool's mean atoms per structure; None: fixed batches of batch_size);
     ``labeled_pool``: pass the pool *with* its stored labels (offline control arms only).
     """
 
@@ -72,6 +78,7 @@ class PoolScorer(ABC):
     labeled_pool: bool = False
     k: int = 1
     batch_size: int = 16
+    batch_atoms: Any = "auto"
 
     @abstractmethod
     def score(self, batch: Any, out: Any) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -84,6 +91,11 @@ class PoolScorer(ABC):
     def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
         """Collective (every rank): what to log about this acquisition."""
         return {}
+
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        """What :meth:`Strategy.restore` needs to rebuild this scorer mid-pass (CPU tensors, numbers,
+        strings); None: not resumable (a resumed pass plans again and starts over)."""
+        return None
 
 
 class Strategy(ABC):
@@ -105,6 +117,11 @@ class Strategy(ABC):
     @abstractmethod
     def plan(self, ctx: AcquisitionContext) -> Optional[PoolScorer]:
         """Every rank: the training side; returns the pool scorer (None: :meth:`pick` decides)."""
+
+    def restore(self, ctx: AcquisitionContext, state: Dict[str, Any]) -> Optional[PoolScorer]:
+        """The scorer of :meth:`plan` rebuilt from its :meth:`PoolScorer.state_dict` (a resumed pool
+        pass skips the training side); None: this strategy cannot, it plans again."""
+        return None
 
     def pick(self, ctx: AcquisitionContext) -> np.ndarray:
         """Strategies without a pool pass: (budget,) ids."""

@@ -125,6 +125,23 @@ class StreamingTopK:
             slots[is_old] = self._slots[keep[is_old]]
         self._scores, self._ids, self._slots = all_scores[keep], all_ids[keep], slots
 
+    def state_dict(self) -> dict:
+        """Everything the shortlist holds (CPU tensors, numbers, strings: loads weights-only)."""
+        buf = None if self._buf is None else self._buf.cpu()
+        return {"k": self.k, "scores": self._scores.cpu(), "ids": self._ids.cpu(), "slots": self._slots.cpu(),
+                "buf": buf, "has_vectors": self._has_vectors, "n_seen": self.n_seen,
+                "vector_dtype": None if self.vector_dtype is None else str(self.vector_dtype).removeprefix("torch.")}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        """Continue from :meth:`state_dict` (its tensors moved to ``device``). Refuses another k."""
+        if int(state["k"]) != self.k:
+            raise ValueError(f"saved shortlist has k = {state['k']}, this one k = {self.k}")
+        self._scores, self._ids, self._slots = (state[n].to(device) for n in ("scores", "ids", "slots"))
+        self._buf = None if state["buf"] is None else state["buf"].to(device)
+        self._has_vectors, self.n_seen = state["has_vectors"], int(state["n_seen"])
+        dtype = state["vector_dtype"]
+        self.vector_dtype = None if dtype is None else getattr(torch, dtype)
+
     def result(self) -> TopK:
         """The shortlist, best first (vectors gathered into a new (k, d) tensor)."""
         vecs = None

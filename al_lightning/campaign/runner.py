@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition import AcquisitionCallback, AcquisitionResult, build_strategy, strategy_label
 from al_lightning.acquisition.config import resolve
+from al_lightning.acquisition.pass_state import PassCheckpoint
 from al_lightning.atomic import atomic_write
 from al_lightning import console, faults
 from al_lightning.campaign import interrupts, outputs, preflight, state
@@ -84,6 +85,9 @@ class CampaignConfig:
         restore_best_weights: before acquisition, test evaluation, export and checkpoint, load
             the weights of the round's best val/loss epoch (EMA weights with model.ema_decay).
         export_models: write round_NNN/model.model (a MACE model for MACECalculator).
+        pass_checkpoint_minutes: the pool pass saves its state (round_NNN/pass_state.pt) this often;
+            a rerun after a crash continues the pass from there and selects the same ids (0: after
+            every pool batch).
         force: resume even when data, seed, strategy, budget or oracle changed (the stored
             rounds are kept as they are).
     """
@@ -107,6 +111,7 @@ class CampaignConfig:
     early_stopping_patience: Optional[int] = 10
     restore_best_weights: bool = True
     export_models: bool = True
+    pass_checkpoint_minutes: float = 5.0
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -119,6 +124,8 @@ class CampaignConfig:
                              f"got {self.early_stopping_patience}")
         if self.oracle_timeout is not None and self.oracle_timeout <= 0:
             raise ValueError(f"campaign.oracle_timeout must be > 0, got {self.oracle_timeout}")
+        if self.pass_checkpoint_minutes < 0:
+            raise ValueError(f"campaign.pass_checkpoint_minutes must be >= 0, got {self.pass_checkpoint_minutes}")
         if not 0 <= self.max_failed_fraction <= 1:
             raise ValueError(f"campaign.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}")
         resolve(self.strategy)  # an unknown name or class: one line naming the choices
@@ -293,7 +300,10 @@ class Campaign:
         logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         fit_callbacks = self._fit_callbacks()
         acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler,
-                                           fit=self._member_fit(r)) if r < self.cfg.rounds else None)
+                                           fit=self._member_fit(r),
+                                           pass_state=PassCheckpoint(self.dir / f"round_{r:03d}",
+                                                                     self.cfg.pass_checkpoint_minutes))
+                       if r < self.cfg.rounds else None)
         trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else [])])
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=self.dm)
@@ -311,6 +321,7 @@ class Campaign:
                   "best_epoch": best.best_epoch if best else None,
                   "fit_seconds": round(t_fit - spent, 2),
                   "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
+                  "pass_resumed_from": result.pass_resumed_from,
                   "label_seconds": round(result.seconds.get("label", 0.0), 2)}
         if result.selected:  # what was bought (from its labels), and the strategy's logged scalars
             record["acquired"] = outputs.selection_descriptors(self.dm.labeled_structures()[n_labeled:], labeled)

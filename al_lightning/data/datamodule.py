@@ -118,6 +118,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self._initial: Optional[List[int]] = None  # a member view's fixed initial records
         self.train_indices: Optional[List[int]] = None  # a member view's bootstrap resample
         self._open: Dict[str, Any] = {}
+        self._pool_atoms: Optional[np.ndarray] = None
         self._z_table, self._cutoff = None, None
 
     # ------------------------------------------------------------------ files
@@ -213,6 +214,12 @@ class ActiveDataModule(pl.LightningDataModule):
     def pool_size(self) -> int:
         return len(self.structure_file("pool"))
 
+    def pool_atom_counts(self) -> np.ndarray:
+        """Atoms per pool structure (pool_size,) int64, read once per run (the pool pass's batch budget)."""
+        if self._pool_atoms is None:
+            self._pool_atoms = self.structure_file("pool").atom_counts()
+        return self._pool_atoms
+
     def initial_indices(self) -> List[int]:
         """Records of the ``initial`` file that start the labeled set (all, or a seeded subset)."""
         if self._initial is not None:
@@ -285,6 +292,7 @@ class ActiveDataModule(pl.LightningDataModule):
         of it for training (validation, tests and the pool the same files, already open)."""
         view = ActiveDataModule(**{**self._settings, "seed": int(seed)})
         view._open, view._z_table, view._cutoff = self._open, self._z_table, self._cutoff
+        view._pool_atoms = self._pool_atoms
         view.round, view.labeled = self.round, self.labeled.copy()
         view._initial = self.initial_indices()  # the main model's labeled set, whatever the view's seed
         n = len(self.labeled_structures())

@@ -12,7 +12,7 @@ import hashlib
 import io as _io
 import math
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -108,15 +108,23 @@ def _index_cache_path(path: Path) -> Path:
 
 
 def extxyz_offsets(path: Path) -> np.ndarray:
-    """Byte offset of every frame of an (ext)xyz file, cached beside the dataset cache.
+    """Byte offset of every frame of an (ext)xyz file (n,) int64: column 0 of :func:`extxyz_index`."""
+    return extxyz_index(path)[:, 0]
+
+
+def extxyz_index(path: Path) -> np.ndarray:
+    """(byte offset, atom count) of every frame of an (ext)xyz file, (n, 2) int64, cached beside the
+    dataset cache (an index cached by an older version, offsets only, is rebuilt).
 
     Raises DataError for an empty file, a bad atom-count line, a truncated last frame (too few lines,
     or a last line cut before its end) or an atom line with another number of columns.
     """
     cached = _index_cache_path(path)
     if cached.exists():
-        return np.load(cached)
-    offsets: List[int] = []
+        arr = np.load(cached)
+        if arr.ndim == 2:
+            return arr
+    offsets: List[Tuple[int, int]] = []
     with open(path, "rb") as f:
         while True:
             pos, line = f.tell(), f.readline()
@@ -142,7 +150,7 @@ def extxyz_offsets(path: Path) -> np.ndarray:
                         raise DataError(f"{path}: record {len(offsets)}: atom line {k} has {width} columns, the "
                                         f"record's first has {columns}; restore the complete file")
                     columns = width
-            offsets.append(pos)
+            offsets.append((pos, n))
     if not offsets:
         raise DataError(f"{path}: no structures (empty file)")
     arr = np.asarray(offsets, dtype=np.int64)
@@ -171,7 +179,8 @@ class StructureFile(StructureSource):
         self.require_labels, self.elements = require_labels, elements
         self.require_forces = require_labels if require_forces is None else require_forces
         self._kind = self._detect()
-        self._offsets = extxyz_offsets(self.path) if self._kind == "extxyz" else None
+        self._index = extxyz_index(self.path) if self._kind == "extxyz" else None
+        self._offsets = None if self._index is None else self._index[:, 0]
         self._db = self._traj = self._frames = None
         if self._kind == "db":
             import ase.db
@@ -244,6 +253,12 @@ class StructureFile(StructureSource):
             n = int(f.readline().split()[0])
             text = f"{n}\n" + b"".join(f.readline() for _ in range(n + 1)).decode()
         return read(_io.StringIO(text), format="extxyz", index=0)
+
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per record (n,) int64: from the byte-offset index for extxyz (no record is read)."""
+        if self._index is not None:
+            return self._index[:, 1].copy()
+        return super().atom_counts()
 
     def __getitem__(self, i: int) -> Atoms:
         return normalise(self.raw(i), f"{self.path}: record {i}", self.energy_key, self.forces_key,

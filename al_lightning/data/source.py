@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Optional, Sequence, Union
 
+import numpy as np
 from ase import Atoms
 
 from al_lightning import keys as K
@@ -68,3 +69,8 @@ class StructureSource(ABC):
 
     def __iter__(self) -> Iterator[Atoms]:
         return (self[i] for i in range(len(self)))
+
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per record (n,) int64 (the pool pass's memory budget). This default reads every
+        record once; a source that can count without reading overrides it."""
+        return np.fromiter((len(self.raw(i)) for i in range(len(self))), dtype=np.int64, count=len(self))

@@ -172,8 +172,15 @@ def test_each_pool_chunk_is_scored_once(tiny_spec, model_file, monkeypatch):
     real = Precision.score
     monkeypatch.setattr(Precision, "score", lambda self, rows, dtype=torch.float64: calls.append(len(rows))
                         or real(self, rows, dtype))
-    select(make_strategy("pv_lcmd", shortlist=20, batch_size=8, calibration=False), _ctx(module, dm, budget=6))
+    select(make_strategy("pv_lcmd", shortlist=20, batch_size=8, batch_atoms=None, calibration=False),
+           _ctx(module, dm, budget=6))
     assert calls == [8] * 7 + [4]  # 60 candidates in batches of 8, each scored exactly once
+    calls.clear()
+    select(make_strategy("pv_lcmd", shortlist=20, batch_size=8, batch_atoms=100, calibration=False),
+           _ctx(module, dm, budget=6))
+    atoms = dm.pool_atom_counts()
+    assert sum(calls) == 60 and len(calls) > 1  # by atom budget: every candidate once, in several batches
+    assert max(calls) <= max(1, 100 // int(atoms.min()))
 
 
 def test_float32_and_float64_scoring_pick_the_same_ids(tiny_spec, model_file):

@@ -71,3 +71,19 @@ def test_finished_campaign_is_extended_and_changes_are_refused(tmp_path, referen
     state, ids, calls = _final(out)
     assert [r["n_labeled"] for r in state["rounds"]] == [16, 24, 32]
     assert ids == reference[1] and sorted(calls) == sorted(ids)
+
+
+@pytest.mark.slow
+def test_pool_pass_resumes_mid_pass_and_the_round_record_says_where(tmp_path, reference):
+    out = tmp_path / "c"
+    every_batch = "--campaign.pass_checkpoint_minutes=0"
+    killed = _run(out, every_batch, fault="pool:2")
+    assert killed.returncode == -9, killed.stderr[-1500:]
+    assert (out / "round_000" / "pass_state.pt").exists()
+    resumed = _run(out, every_batch)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    state, ids, calls = _final(out)
+    assert ids == reference[1] and sorted(calls) == sorted(ids)
+    assert state["rounds"][0]["pass_resumed_from"] == 2  # batches 0 and 1 were not scored again
+    assert all(r["pass_resumed_from"] is None for r in state["rounds"][1:-1])
+    assert not list(out.glob("round_*/pass_state*.pt"))  # cleared once the selection was stored

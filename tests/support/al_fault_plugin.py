@@ -4,9 +4,11 @@ sets it and puts this folder on ``PYTHONPATH``, so subprocess campaigns load it 
 * :func:`hit` — the injector behind the package's one-line hook ``al_lightning.faults.hit(phase)``:
   ``AL_FAULT=<phase>:<n>[:<SIGNAL>][,…]`` makes the process send itself SIGKILL (or the named
   signal, e.g. ``fit:3:TERM``) at the n-th time it reaches ``phase`` (counted per process):
-  ``fit`` (a training batch ended), ``test`` (a test batch ended), ``pool`` (a pool feature batch
-  was scored), ``label`` (a label was persisted), ``db`` (a row of labels.db was written, its
+  ``fit`` (a training batch ended), ``test`` (a test batch ended), ``pool_batch`` (a pool batch's
+  features are ready, not yet scored), ``pool`` (a pool feature batch was scored), ``label`` (a label was persisted), ``db`` (a row of labels.db was written, its
   transaction not yet committed), ``write`` (a round output file was written). Unset: no effect.
+  The signal name ``OOM`` raises ``torch.cuda.OutOfMemoryError`` instead (the pool pass's
+  batch-splitting drill on a machine without a GPU).
 * :class:`FlakyEMT` — an oracle-failure drill (``campaign.oracle: al_fault_plugin.FlakyEMT``).
 """
 
@@ -30,6 +32,10 @@ def hit(phase: str) -> None:
         name, _, rest = item.strip().partition(":")
         n, _, sig = rest.partition(":")
         if name == phase and n.isdigit() and _counts[phase] == int(n):
+            if sig == "OOM":
+                import torch
+
+                raise torch.cuda.OutOfMemoryError(f"simulated CUDA out of memory at {phase} {n}")
             sys.stdout.flush()
             sys.stderr.flush()
             os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else signal.SIGKILL)
