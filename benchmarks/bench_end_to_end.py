@@ -200,9 +200,10 @@ def child_e2e(n: int, kind: str, workers: int, batch: int = 16) -> dict:
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def run_child(*args: str) -> dict:
+def run_child(*args: str, script: str = __file__) -> dict:
+    """``script --child *args`` in its own process (one BLAS thread); its last stdout line as JSON."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, env=env,
                          cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
