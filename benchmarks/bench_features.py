@@ -33,22 +33,26 @@ MODELS = {
     "tiny": dict(hidden="8x0e+8x1o", max_ell=2, correlation=2, r_max=4.0, mlp="16x0e", radial=[16, 16]),
     "medium_like": dict(hidden="64x0e+64x1o", max_ell=2, correlation=3, r_max=5.0, mlp="16x0e",
                         radial=[64, 64, 64]),
+    # MACE-MP-0 medium's architecture (its training log: 128 channels, max_L 1, r_max 6, 10 Bessel
+    # functions, max_ell 3, correlation 3, 2 residual interactions, 89 elements): random weights
+    "mp0_medium": dict(hidden="128x0e+128x1o", max_ell=3, correlation=3, r_max=6.0, mlp="16x0e",
+                       radial=[64, 64, 64], num_bessel=10, zs=list(range(1, 90))),
 }
 
 
 def build_model(hidden: str, max_ell: int, correlation: int, r_max: float, mlp: str, radial: List[int],
-                seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised ScaleShiftMACE with 2 interactions and an MLP last readout."""
+                seed: int = 0, num_bessel: int = 8, zs: List[int] = ZS) -> torch.nn.Module:
+    """A randomly initialised ScaleShiftMACE with 2 interactions and an MLP last readout (mace's constructor)."""
     from e3nn import o3
     from mace import modules
 
     torch.manual_seed(seed)
     inter = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     return modules.ScaleShiftMACE(
-        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=max_ell, interaction_cls=inter,
-        interaction_cls_first=inter, num_interactions=2, num_elements=len(ZS),
+        r_max=r_max, num_bessel=num_bessel, num_polynomial_cutoff=5, max_ell=max_ell, interaction_cls=inter,
+        interaction_cls_first=inter, num_interactions=2, num_elements=len(zs),
         hidden_irreps=o3.Irreps(hidden), MLP_irreps=o3.Irreps(mlp),
-        atomic_energies=np.zeros(len(ZS)), avg_num_neighbors=40.0, atomic_numbers=ZS,
+        atomic_energies=np.zeros(len(zs)), avg_num_neighbors=40.0, atomic_numbers=zs,
         correlation=correlation, gate=torch.nn.functional.silu, radial_MLP=radial,
         atomic_inter_scale=1.0, atomic_inter_shift=0.0,
     ).eval()
@@ -69,12 +73,12 @@ def slabs(n: int, seed: int = 0) -> list:
     return out
 
 
-def make_batch(atoms_list: list, r_max: float, device: str) -> Dict[str, torch.Tensor]:
+def make_batch(atoms_list: list, r_max: float, device: str, zs: List[int] = ZS) -> Dict[str, torch.Tensor]:
     from mace import data as mdata
     from mace.tools import AtomicNumberTable
     from mace.tools.torch_geometric.batch import Batch
 
-    table = AtomicNumberTable(ZS)
+    table = AtomicNumberTable(zs)
     ds = [mdata.AtomicData.from_config(mdata.config_from_atoms(a), z_table=table, cutoff=r_max)
           for a in atoms_list]
     return {k: v.to(device) for k, v in Batch.from_data_list(ds).to_dict().items()}
@@ -179,12 +183,13 @@ def run_model(name: str, n_slabs: int, rounds: int, device: str, dtype: torch.dt
     cfg = MODELS[name]
     torch.set_default_dtype(dtype)
     model = build_model(**cfg).to(device)
-    batch = make_batch(slabs(n_slabs), cfg["r_max"], device)
+    batch = make_batch(slabs(n_slabs), cfg["r_max"], device, cfg.get("zs", ZS))
     n_atoms = int(batch["positions"].shape[0])
     fns = stages(model, batch, with_exact=(name == "tiny"))
     res = measure(fns, rounds, device, once={"ntk_ef_exact"})
     base = res["energy_forces"]["seconds"]
     out = {"n_structures": n_slabs, "atoms_per_structure": n_atoms / n_slabs,
+           "n_parameters": sum(p.numel() for p in model.parameters()),
            "p_readouts": resolve_params(model).p,
            "p_presets": {pr: resolve_params(model, pr).p for pr in SKETCH_PRESETS}, "stages": {}}
     for k, v in res.items():

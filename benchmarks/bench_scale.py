@@ -48,15 +48,27 @@ def _timed(cls, name: str, spent: dict, key: str):
     setattr(cls, name, wrapper)
 
 
-def _inference_seconds(module, dm, sampler, spec=None) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _inference_seconds(module, dm, sampler, device: str = "cpu") -> float:
+    import torch
+
     from al_lightning.acquisition.predict import predict_batches
     from al_lightning.acquisition.strategies import AcquisitionContext
+    from al_lightning.model.mace import on_device
 
-    ctx = AcquisitionContext(module, dm, 0, 0, 1, None)
-    t0 = time.perf_counter()
-    for _ in predict_batches(ctx, dm.pool_dataset(), sampler, spec):
-        pass
-    return time.perf_counter() - t0
+    ctx = AcquisitionContext(module, dm, 0, 0, 1, None, device=torch.device(device))
+    with on_device(module.net, ctx.device):
+        t0 = time.perf_counter()
+        for _ in predict_batches(ctx, dm.pool_dataset(), sampler, None):
+            pass
+        _sync(device)
+        return time.perf_counter() - t0
 
 
 def _loading_seconds(dm, sampler) -> float:
@@ -66,7 +78,9 @@ def _loading_seconds(dm, sampler) -> float:
     return time.perf_counter() - t0
 
 
-def child_scale(n: int, k: int, b: int, yardsticks: str = "yes") -> dict:
+def child_scale(n: int, k: int, b: int, yardsticks: str = "yes", device: str = "cpu") -> dict:
+    import torch
+
     from al_lightning.acquisition import AcquisitionContext, PVStrategy, select
     from al_lightning.acquisition.callback import pool_sampler
     from al_lightning.acquisition.pass_state import PassCheckpoint
@@ -78,16 +92,16 @@ def child_scale(n: int, k: int, b: int, yardsticks: str = "yes") -> dict:
     io._index_cache_path(path).unlink(missing_ok=True)
     t0 = time.perf_counter()
     io.extxyz_index(path)
-    row = {"n": n, "K": k, "B": b, "kind": "ntk_ef", "seconds": {"index": time.perf_counter() - t0}}
+    row = {"n": n, "K": k, "B": b, "kind": "ntk_ef", "device": device, "seconds": {"index": time.perf_counter() - t0}}
     module, dm = datamodule(n)
     strategy = PVStrategy(mode="pv_lcmd", feature_kind="ntk_ef", shortlist=k, calibration=False)
-    ctx = AcquisitionContext(module, dm, 0, 0, b, dm.candidate_ids())
+    ctx = AcquisitionContext(module, dm, 0, 0, b, dm.candidate_ids(), device=torch.device(device))
     scorer_like = type("S", (), {"batch_size": strategy.batch_size, "batch_atoms": strategy.batch_atoms})
     sampler = pool_sampler(ctx, scorer_like)
     row["pool_batches"], row["atoms"] = len(sampler.batches), int(dm.pool_atom_counts().sum())
     if yardsticks == "yes":
         row["seconds"]["loading"] = _loading_seconds(dm, sampler)
-        row["seconds"]["inference"] = _inference_seconds(module, dm, sampler)
+        row["seconds"]["inference"] = _inference_seconds(module, dm, sampler, device)
     spent = {"pv": 0.0, "topk": 0.0}
     _timed(PVScorer, "score", spent, "pv")
     _timed(StreamingTopK, "update", spent, "topk")
@@ -95,6 +109,7 @@ def child_scale(n: int, k: int, b: int, yardsticks: str = "yes") -> dict:
         ctx.pass_state = PassCheckpoint(Path(tmp), minutes=5.0)
         t0 = time.perf_counter()
         sel = select(strategy, ctx)
+        _sync(device)
         total = time.perf_counter() - t0
         state = Path(tmp) / "pass_state.pt"
         row["pass_state_mb"] = round(state.stat().st_size / 2**20, 1) if state.exists() else None
@@ -108,6 +123,8 @@ def child_scale(n: int, k: int, b: int, yardsticks: str = "yes") -> dict:
     row["seconds"] = {key: round(v, 3) for key, v in s.items()}
     row["ms_per_structure"] = {key: round(1e3 * v / n, 4) for key, v in s.items()}
     row["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if device.startswith("cuda"):
+        row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return row
 
 

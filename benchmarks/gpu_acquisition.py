@@ -1,15 +1,22 @@
-"""GPU acquisition benchmark (docs/design.md §10, issue 5 item 8); prints JSON.
+"""GPU acquisition benchmark (docs/design.md §10; issue 5 item 8, issue 28 item 5); prints JSON.
 
-Measures, on one device: NTK-EF pool features (energy row + force-direction row, readouts)
-of ``--structures`` ~80-atom slabs with a MACE-medium-sized model (128x0e+128x1o); PV
-scoring of ``--pool`` synthetic feature rows of width p against a float64 precision, with a
-running top-K; LCMD of B from the K shortlist. Extrapolates the feature time linearly to
-the full pool and reports the total, the target being < 10 minutes for 200k structures.
+One script, inside 10 minutes on one GPU, writing ``--out`` (JSON) as each part finishes:
+
+1. ``real_path``: the production path of benchmarks/bench_scale.py (pool file → graphs → NTK-EF
+   features with the shipped EMT backbone → PV → top-K → LCMD, K 1,000, B 100) on a 20k pool on the
+   device, with its E+F inference pass; extrapolated to 200k as 10 × the pool phase plus the
+   full-size PV + top-K + LCMD below.
+2. ``selection_200k``: PV scoring of 200k synthetic rows of the real feature width against a float64
+   factor, the running top-K on the device, LCMD of B = 1,250 from K = 50,000.
+3. ``features``: NTK-EF (direction, readouts) rows of ~80-atom slabs with a MACE-medium-sized model.
+4. ``mp0_medium``: every parameter preset of benchmarks/bench_features.py on MACE-MP-0 medium's
+   architecture (4.7M parameters, random weights), with peak device memory per batch.
 
     python benchmarks/gpu_acquisition.py --device cuda            # full size (H100: a few minutes)
     python benchmarks/gpu_acquisition.py --device cpu --quick     # smoke run of the script itself
 
-The device machine lacks mace-torch / ASE / matscipy: install cp312 wheels there first.
+Rows are labeled with the device they ran on; a CPU run is not a GPU number. The device machine
+lacks mace-torch / ASE / matscipy: install cp312 wheels there first (docs/results/bench/README.md).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import al_lightning  # noqa: E402,F401  (mace before e3nn)
 from bench_acquisition import chunks, precision  # noqa: E402
-from bench_features import build_model, make_batch, slabs, sync  # noqa: E402
+from bench_features import build_model, make_batch, run_model, slabs, sync  # noqa: E402
 
 from al_lightning.features import FeatureSpec, pool_step, resolve_params  # noqa: E402
 
@@ -88,22 +95,49 @@ def bench_pv_lcmd(cfg: dict, device: str) -> dict:
             "float32_scoring": scorer.score_dtype == torch.float32, "float32_error_bound": bound}
 
 
+def real_path(n: int, device: str, pool: int, sel: dict) -> dict:
+    """bench_scale's production path on the device at n, extrapolated to ``pool`` structures."""
+    from bench_scale import child_scale
+
+    row = child_scale(n, 1000, 100, "yes", device)
+    s = row["seconds"]
+    scale = pool / n
+    row["extrapolated_to"] = pool
+    row["extrapolated_seconds"] = (s["index"] + s["pool_phase"] - s["pv"] - s["topk"]) * scale + s["training_side"] \
+        + sel["pv_seconds"] + sel["lcmd_seconds"]
+    row["extrapolated_inference_seconds"] = s["inference"] * scale
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check the script, not the speed")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--out", default="gpu_acquisition.json")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip (real_path, mp0_medium)")
     args = ap.parse_args()
-    torch.set_default_dtype(getattr(torch, args.dtype))
     cfg = QUICK if args.quick else FULL
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.device} (not a GPU number)"
+    out = {"device": name, "sizes": {k: v for k, v in cfg.items() if k != "model"}, "model": cfg["model"]}
+
+    def save(key, value):
+        out[key] = value
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    save("selection_200k", bench_pv_lcmd(cfg, args.device))
     feats = bench_features(cfg, args.device)
-    sel = bench_pv_lcmd(cfg, args.device)
     full_features = feats["s_per_structure"] * cfg["pool"]
-    total = full_features + sel["pv_seconds"] + sel["lcmd_seconds"]
-    out = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-           "sizes": {k: v for k, v in cfg.items() if k != "model"}, "model": cfg["model"], "features": feats,
-           "selection": sel, "extrapolated_pool_features_seconds": full_features,
-           "extrapolated_total_seconds": total, "target_seconds": 600, "target_met": total < 600}
+    total = full_features + out["selection_200k"]["pv_seconds"] + out["selection_200k"]["lcmd_seconds"]
+    save("features", {**feats, "extrapolated_pool_features_seconds": full_features,
+                      "extrapolated_total_seconds": total, "target_seconds": 600, "target_met": total < 600})
+    if "real_path" not in args.skip:
+        save("real_path", real_path(500 if args.quick else 20_000, args.device, cfg["pool"], out["selection_200k"]))
+    if "mp0_medium" not in args.skip:
+        torch.set_default_dtype(getattr(torch, args.dtype))
+        save("mp0_medium", run_model("mp0_medium" if not args.quick else "tiny", 2, 3, args.device,
+                                     getattr(torch, args.dtype)))
     print(json.dumps(out, indent=1))
 
 
