@@ -5,13 +5,16 @@ All writers are atomic (temp file + fsync + rename) and rank-0 only (the caller 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import threading
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.config import strategy_label
 from al_lightning.atomic import atomic_write
@@ -92,11 +95,61 @@ def write_report(state: Dict, path: Path) -> None:
     atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"))
 
 
+@contextlib.contextmanager
+def named_write_errors(folder: "str | Path"):
+    """An OSError without a file name (TensorBoard's writer: a full disk) re-raised naming ``folder``;
+    the writer thread's own copy of the error is not printed (the main thread reports it once)."""
+    _quiet_writer_threads()
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(folder)) from None
+
+
+def _quiet_writer_threads() -> None:
+    previous = threading.excepthook
+    if getattr(previous, "al_lightning", False):
+        return
+
+    def hook(args) -> None:  # TensorBoard's _AsyncWriterThread stores the error for the main thread, then re-raises
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.al_lightning = True
+    threading.excepthook = hook
+
+
+class CampaignLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger whose write errors name its folder (:func:`named_write_errors`)."""
+
+    def log_metrics(self, *args, **kwargs) -> None:
+        with named_write_errors(self.log_dir):
+            super().log_metrics(*args, **kwargs)
+
+    def log_hyperparams(self, *args, **kwargs) -> None:
+        with named_write_errors(self.log_dir):
+            super().log_hyperparams(*args, **kwargs)
+
+    def save(self) -> None:
+        with named_write_errors(self.log_dir):
+            super().save()
+
+    def finalize(self, status: str) -> None:
+        with named_write_errors(self.log_dir):
+            super().finalize(status)
+
+
 def log_round_metrics(tb_dir: Path, round_: int, n_labeled: int, metrics: Dict[str, float]) -> None:
     """TensorBoard scalars ``round/<split>/<metric>`` (step = round) and ``labels/…`` (step = labels)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(tb_dir))
+    with named_write_errors(tb_dir):
+        _add_round_scalars(SummaryWriter(log_dir=str(tb_dir)), round_, n_labeled, metrics)
+
+
+def _add_round_scalars(writer, round_: int, n_labeled: int, metrics: Dict[str, float]) -> None:
     try:
         for k, v in metrics.items():
             writer.add_scalar(f"round/{k}", v, round_)
@@ -111,7 +164,11 @@ def log_diagnostics(tb_dir: Path, round_: int, diagnostics: Dict) -> None:
         return
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(tb_dir))
+    with named_write_errors(tb_dir):
+        _add_diagnostics(SummaryWriter(log_dir=str(tb_dir)), round_, diagnostics)
+
+
+def _add_diagnostics(writer, round_: int, diagnostics: Dict) -> None:
     try:
         for k, v in diagnostics.get("scalars", {}).items():
             if np.isfinite(v):

@@ -24,12 +24,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from al_lightning.acquisition import AcquisitionCallback, AcquisitionResult, build_strategy, strategy_label
+from al_lightning.acquisition import (AcquisitionCallback, AcquisitionResult, HandoffPending, build_strategy,
+                                     strategy_label)
 from al_lightning.acquisition.config import resolve
 from al_lightning.acquisition.pass_state import PassCheckpoint
 from al_lightning.atomic import atomic_write
 from al_lightning import console, faults
-from al_lightning.campaign import interrupts, outputs, preflight, state
+from al_lightning.campaign import fitstate, interrupts, outputs, preflight, state
 from al_lightning.campaign.checkpoint import load_checkpoint, save_checkpoint
 from al_lightning.campaign.fingerprint import structure_hash
 from al_lightning.campaign.labeler import CampaignLabeler
@@ -297,7 +298,7 @@ class Campaign:
             self.module.reset_weights()
         labeled = self.dm.labeled_structures()
         n_labeled, n_atoms = len(labeled), sum(len(a) for a in labeled)
-        logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
+        logger = outputs.CampaignLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}")
         fit_callbacks = self._fit_callbacks()
         acquisition = (AcquisitionCallback(self.strategy, self.cfg.budget, r, self.cfg.seed, self.labeler,
                                            fit=self._member_fit(r),
@@ -305,21 +306,15 @@ class Campaign:
                                                                      self.cfg.pass_checkpoint_minutes))
                        if r < self.cfg.rounds else None)
         trainer = self.make_trainer(r, logger, [*fit_callbacks, *([acquisition] if acquisition else [])])
-        t0 = time.perf_counter()
-        trainer.fit(self.module, datamodule=self.dm)
-        t_fit = time.perf_counter() - t0
+        fit = self._fit(r, trainer, fit_callbacks, acquisition)
         result = acquisition.result if acquisition else AcquisitionResult(r, [])
         if acquisition:
             self._record_failures(r, result)
-        spent = result.seconds.get("acquire", 0.0) + result.seconds.get("label", 0.0)
-        best = next((c for c in fit_callbacks if isinstance(c, BestWeights) and c.best_epoch is not None), None)
-        val = split_metrics(best.best_metrics if best else trainer.callback_metrics, ["val"])
         trainer.test(self.module, datamodule=self.dm, verbose=False)
-        metrics = {**val, **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
+        metrics = {**fit["val"], **split_metrics(trainer.callback_metrics, self.dm.test_splits)}
         record = {"round": r, "n_labeled": n_labeled, "n_labeled_atoms": n_atoms, "selected_ids": [int(i) for i in result.selected],
-                  "metrics": metrics, "epochs": int(trainer.current_epoch),
-                  "best_epoch": best.best_epoch if best else None,
-                  "fit_seconds": round(t_fit - spent, 2),
+                  "metrics": metrics, "epochs": fit["epochs"], "best_epoch": fit["best_epoch"],
+                  "fit_seconds": round(fit["fit_seconds"], 2),
                   "acquire_seconds": round(result.seconds.get("acquire", 0.0), 2),
                   "pass_resumed_from": result.pass_resumed_from,
                   "label_seconds": round(result.seconds.get("label", 0.0), 2)}
@@ -338,6 +333,36 @@ class Campaign:
                 console.say("warning: " + stalled)
         trainer.strategy.barrier()
 
+    def _fit(self, r: int, trainer: pl.Trainer, fit_callbacks, acquisition) -> Dict[str, Any]:
+        """Fit round r (the acquisition runs at the fit's end) → its epochs, best epoch, val metrics and
+        seconds. A fit kept while the round waited for a file hand-off is loaded, not repeated."""
+        path, key = self.dir / f"round_{r:03d}" / fitstate.FILE, fitstate.fit_key(self.dm, r, self.cfg.seed)
+        kept = fitstate.load_fit(path, key) if acquisition else None
+        if kept is not None:
+            self.module.net.load_state_dict(kept["net"])
+            trainer.fit_loop.max_epochs = 0  # no training; the acquisition callback still runs at fit end
+        t0 = time.perf_counter()
+        try:
+            trainer.fit(self.module, datamodule=self.dm)
+        except HandoffPending:
+            if self.is_zero and kept is None:
+                fitstate.save_fit(path, key, self.module.net,
+                                  self._fit_summary(trainer, fit_callbacks, acquisition, time.perf_counter() - t0))
+            raise
+        if kept is not None:
+            return kept["summary"]
+        return self._fit_summary(trainer, fit_callbacks, acquisition, time.perf_counter() - t0)
+
+    @staticmethod
+    def _fit_summary(trainer: pl.Trainer, fit_callbacks, acquisition, seconds: float) -> Dict[str, Any]:
+        """Epochs, best epoch, val metrics and the fit's own seconds (acquisition and labeling excluded)."""
+        result = acquisition.result if acquisition and acquisition.result else AcquisitionResult(0, [])
+        spent = result.seconds.get("acquire", 0.0) + result.seconds.get("label", 0.0)
+        best = next((c for c in fit_callbacks if isinstance(c, BestWeights) and c.best_epoch is not None), None)
+        val = split_metrics(best.best_metrics if best else trainer.callback_metrics, ["val"])
+        return {"epochs": int(trainer.current_epoch), "best_epoch": best.best_epoch if best else None,
+                "val": {k: float(v) for k, v in val.items()}, "fit_seconds": seconds - spent}
+
     def _record_failures(self, r: int, result: AcquisitionResult) -> None:
         """New failures go to the state; too many stop the campaign (every rank: the same result)."""
         known = {f["id"] for f in self.state["failed"]}
@@ -350,7 +375,7 @@ class Campaign:
 
         def fit(module, datamodule, seed: int, name: str) -> Dict[str, Any]:
             pl.seed_everything(seed, workers=True, verbose=False)
-            logger = TensorBoardLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}_{name}")
+            logger = outputs.CampaignLogger(save_dir=str(self.dir), name="tb", version=f"round_{r:03d}_{name}")
             callbacks = [*self._fit_callbacks(), LossCurve()]
             trainer = self.make_trainer(r, logger, callbacks)
             trainer.fit(module, datamodule=datamodule)
@@ -388,6 +413,7 @@ class Campaign:
         faults.hit("write")
         save_checkpoint(rdir / "checkpoint.pt", {"net": self.module.net.state_dict(),
                                                  "datamodule": self.dm.state_dict(), "round": r})
+        (rdir / fitstate.FILE).unlink(missing_ok=True)  # a kept hand-off fit: in the checkpoint now
         outputs.log_round_metrics(self.dir / "tb" / "rounds", r, record["n_labeled"], record["metrics"])
         faults.hit("write")
         self._write_state()

@@ -80,19 +80,30 @@ def test_file_handoff_stops_cleanly_then_resumes(tmp_path, monkeypatch, capsys):
     assert f"write them, same order, to {labels}" in err and request.exists()
     frames = read(request, ":")
     assert len(frames) == 8
+    kept = tmp_path / "logs" / "smoke" / "round_000" / "fit_state.pt"
+    assert kept.exists()  # the round's fit, kept for the rerun
     bad = [f.copy() for f in frames]
     bad[0].positions[0, 0] += 0.5
     write(labels, _emt_labeled(bad))
     assert main([*args, "--dry_run"]) == 2  # the dry run checks a present labels file, before any refit
     assert "record 0: not the requested structure" in capsys.readouterr().err
+    from al_lightning.model.module import MACEModule
+
+    steps = []
+    real_step = MACEModule.training_step
+    monkeypatch.setattr(MACEModule, "training_step", lambda self, *a, **k: steps.append(self) or real_step(self, *a, **k))
     assert main(args) == 2
     assert "record 0: not the requested structure" in capsys.readouterr().err
+    assert steps == []  # the rerun loaded the kept fit: no training step before the labels were read
     write(labels, _emt_labeled([f.copy() for f in frames]))
     assert main([*args, "--dry_run"]) == 0
     assert main(args) == 0
+    n_round0 = len(steps)
     state = json.loads((tmp_path / "logs" / "smoke" / "campaign.json").read_text())
     assert state["status"] == "complete" and [r["n_labeled"] for r in state["rounds"]] == [16, 24]
     assert sorted(f.info["pool_id"] for f in frames) == sorted(state["rounds"][0]["selected_ids"])
+    assert n_round0 > 0 and state["rounds"][0]["epochs"] > 0  # round 1 trained; round 0's record is the kept fit's
+    assert not kept.exists()
 
 
 def test_sanity_filter():
