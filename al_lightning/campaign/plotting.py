@@ -58,10 +58,12 @@ def scale_axis(ax, values: Sequence[float]) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def save(fig, path: Path) -> None:
+def save(fig, path: Path, rect=None) -> None:
+    """Lay out (``rect``: the part of the figure the axes may fill, room left for a figure legend)
+    and write ``fig`` atomically."""
     from al_lightning.atomic import atomic_write
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     atomic_write(path, lambda fh: fig.savefig(fh, dpi=120, format=Path(path).suffix.lstrip(".") or "png"),
                  binary=True)  # a full disk leaves the old figure, never half a PNG
     import matplotlib.pyplot as plt

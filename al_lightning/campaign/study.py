@@ -322,7 +322,8 @@ def write_results(cfg: StudyConfig, out: Path) -> None:
     from al_lightning.campaign.study_plots import plot_savings, plot_study_curves
 
     for scen, strategies in runs.items():
-        plot_study_curves(strategies, out / f"curves_{scen}.png", cfg.name + (f" ({scen})" if scen != "default" else ""))
+        plot_study_curves(strategies, out / f"curves_{scen}.png", cfg.name + (f" ({scen})" if scen != "default" else ""),
+                          cfg.reference)
     if cfg.analysis and "default" in runs:
         plot_savings(runs["default"], cfg.analysis, cfg.reference, out / "savings_default.png", cfg.name)
 

@@ -39,7 +39,7 @@ def test_savings_per_seed_is_what_the_summary_and_the_plot_use(tmp_path):
     assert savings(runs, spec, "random")["ntk_ef / test_id / structures"]["mean"] == pytest.approx(
         np.mean([v["savings"] for v in by_hand]))
     plot_savings(runs, spec, "random", tmp_path / "savings.png", "synthetic")
-    plot_study_curves(runs, tmp_path / "curves.png", "synthetic")
+    plot_study_curves(runs, tmp_path / "curves.png", "synthetic", reference="random")
     assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in ("savings.png", "curves.png"))
 
 
@@ -54,10 +54,37 @@ def test_savings_figure_defines_its_pooled_endpoints(tmp_path, monkeypatch):
     import al_lightning.campaign.study_plots as plots
 
     titles = []
-    monkeypatch.setattr("al_lightning.campaign.plotting.save", lambda fig, path: titles.append(fig._suptitle.get_text()))
+    monkeypatch.setattr("al_lightning.campaign.plotting.save", lambda fig, path, rect=None: titles.append(fig._suptitle.get_text()))
     runs = _runs()
     plots.plot_savings(runs, {"rounds": 2}, "random", tmp_path / "a.png", "synthetic")
     assert f"ood_pooled = the mean force MAE of {', '.join(OOD_SPLITS)}" in titles[-1]
     spec = {"rounds": 2, "endpoints": {"test_id": ["test_id"], "ood_pair": ["test_ood_ads", "test_ood_cat"]}}
     plots.plot_savings(runs, spec, "random", tmp_path / "b.png", "synthetic")
     assert "ood_pair = the mean force MAE of test_ood_ads, test_ood_cat" in titles[-1] and "ood_pooled" not in titles[-1]
+
+
+def test_paired_differences_to_the_reference_skip_round_zero_and_match_a_hand_computation():
+    from al_lightning.campaign.analysis import t_half_width
+    from al_lightning.campaign.study_plots import _differences
+
+    runs = _runs()
+    x, mean, half = _differences(runs["ntk_ef"], runs["random"], "test_id")
+    d = np.array([[runs["ntk_ef"][s]["rounds"][r]["metrics"]["test_id/forces_mae"]
+                   - runs["random"][s]["rounds"][r]["metrics"]["test_id/forces_mae"] for r in (1, 2)] for s in range(4)])
+    assert x.tolist() == [50, 70]
+    np.testing.assert_allclose(mean, d.mean(axis=0))
+    np.testing.assert_allclose(half, [t_half_width(d[:, 0]), t_half_width(d[:, 1])])
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"strategy": "random", "strategy_kwargs": {"feature_kind": "ntk_ef"}}, "uniform random [random]"),
+    ({"strategy": "pv_lcmd", "strategy_kwargs": {"feature_kind": "ntk_e"}}, "PV shortlist, then LCMD on energy NTK [pv_lcmd]"),
+    ({"strategy": "lcmd"}, "LCMD over the whole pool on force-aware NTK (energy + forces) [lcmd]"),
+    ({"strategy": "committee_f", "strategy_kwargs": {"members": 3}}, "committee, force disagreement, 3 members"),
+    ({"strategy": "oracle_error"}, "control: largest true force error"),
+    ({"strategy": {"class_path": "my.Rule", "init_args": {}}}, "Rule [Rule]"),
+])
+def test_every_arm_is_described_by_its_rule(config, words):
+    from al_lightning.campaign.study_plots import describe_arm
+
+    assert words in describe_arm(config)
