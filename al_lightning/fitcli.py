@@ -17,7 +17,8 @@ from lightning.pytorch.cli import LightningCLI
 from al_lightning.campaign.interrupts import Stopped
 from al_lightning.oracle import HandoffPending
 from al_lightning.campaign.state import os_error_line
-from al_lightning.campaign.runner import Campaign, CampaignConfig, default_trainer_factory, resolve_seeds
+from al_lightning.campaign.config import CampaignConfig, resolve_seeds
+from al_lightning.campaign.runner import Campaign, default_trainer_factory
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import DataError
 from al_lightning.model.module import MACEModule

@@ -107,7 +107,7 @@ def test_fit_help_describes_every_campaign_option(capsys):
     """Each ``--campaign.<field>`` of CampaignConfig has a description (not only its type)."""
     from dataclasses import fields
 
-    from al_lightning.campaign.runner import CampaignConfig
+    from al_lightning.campaign.config import CampaignConfig
 
     assert main(["fit", "--help"]) == 0
     out = capsys.readouterr().out
