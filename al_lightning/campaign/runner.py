@@ -218,8 +218,8 @@ class Campaign:
                                      for f in result.fits]
         self.state["rounds"].append(record)
         if self.is_zero:
+            console.say(console.round_summary(record))  # first: a full disk below still leaves the line
             self._write_round_outputs(r, record)
-            console.say(console.round_summary(record))
             stalled = console.stalled_round(record)
             if stalled:
                 console.say("warning: " + stalled)

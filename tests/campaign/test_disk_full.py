@@ -48,3 +48,18 @@ def test_tensorboard_disk_full_is_one_line_and_a_rerun_completes(tmp_path, monke
     assert main([*ARGS, f"--campaign.campaign_dir={out}"]) == 0
     ids, calls, status = _ids_and_calls(out)
     assert status == "complete" and ids == reference and sorted(calls) == sorted(ids)
+
+
+def test_a_full_disk_while_writing_a_round_keeps_its_console_line_and_names_the_file(tmp_path, monkeypatch, capsys):
+    import al_lightning.campaign.outputs as outputs
+
+    def full(rounds, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(outputs, "plot_learning_curves", full)
+    out = tmp_path / "c"
+    assert main([*ARGS, "--campaign.rounds=1", f"--campaign.campaign_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith("al-lightning: round 0: 16 labels") for line in err), err[-3:]
+    assert err[-1] == (f"al-lightning: error: {out / 'learning_curve.png'}: the disk is full; free some space, "
+                       "then rerun the same command (it resumes after the last safe write)")
