@@ -28,6 +28,7 @@ CATALYST = "catalyst"  # atoms.info: e.g. "Pt(111)" or "CuPt(111)"
 SYSTEM_ID = "system_id"  # atoms.info: index of the slab+adsorbate system within its split
 CHARGE = "charge"  # atoms.info: total charge (e); passed to calculators that take one
 MULTIPLICITY = "multiplicity"  # atoms.info: spin multiplicity 2S+1 (radicals: 2)
+REPLAY_WEIGHT = "replay_weight"  # atoms.info: loss weight of a foundation-replay frame (campaign labels: 1)
 
 # ---- model outputs ----
 OUT_ENERGY = "energy"  # (G,)

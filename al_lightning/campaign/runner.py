@@ -90,8 +90,13 @@ class Campaign:
         return rank_zero_only.rank == 0
 
     def fingerprint(self) -> Dict[str, Any]:
-        """What a resumed run must share with the stored campaign (else refused unless forced)."""
-        return preflight.campaign_fingerprint(self.cfg, self.dm)
+        """What a resumed run must share with the stored campaign (else refused unless forced); the
+        replay settings too when ``model.replay`` is on (its files follow from them and the foundation)."""
+        out = preflight.campaign_fingerprint(self.cfg, self.dm)
+        replay = getattr(self.module, "replay", None)
+        if replay is not None and replay.source:
+            out["replay"] = asdict(replay)
+        return out
 
     # ------------------------------------------------------------------ loop
     def prepare(self) -> int:

@@ -17,13 +17,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import lightning.pytorch as pl
 import numpy as np
 from ase import Atoms
-from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from al_lightning import keys as K
 from al_lightning.data.graphs import GraphDataset, collate
 from al_lightning.data.labeled import LabeledSet
 from al_lightning.data.io import DataError, normalise
 from al_lightning.data.readers import has_forces, open_structures
+from al_lightning.data.replay import MixSampler, ReplayMix
 from al_lightning.data.cache import cache_root
 from al_lightning.data.synthetic import EMTCatalysisSpec
 from al_lightning.data.xtb import XTBMoleculesSpec
@@ -119,6 +120,7 @@ class ActiveDataModule(pl.LightningDataModule):
         self.train_indices: Optional[List[int]] = None  # a member view's bootstrap resample
         self._open: Dict[str, Any] = {}
         self._pool_atoms: Optional[np.ndarray] = None
+        self.replay: Optional[Dict[str, Any]] = None  # model.replay's files and settings (attach_replay)
         self._z_table, self._cutoff = None, None
 
     # ------------------------------------------------------------------ files
@@ -128,11 +130,19 @@ class ActiveDataModule(pl.LightningDataModule):
         return None if self.files is not None else (self.xtb or self.emt)
 
     def split_paths(self) -> Dict[str, Path]:
+        extra = {"test_foundation": self.replay["test_foundation"]} if self.replay and "test_foundation" in self.replay else {}
         if self.files is not None:
-            return {k: Path(v["path"]).expanduser() for k, v in self.files.items()}
+            return {**{k: Path(v["path"]).expanduser() for k, v in self.files.items()}, **extra}
         spec = self.embedded
-        return {s: cache_root() / spec.cache_name / spec.key() / f"{s}.extxyz"
-                for s in spec.splits if spec.sizes.get(s, 0) > 0}
+        return {**{s: cache_root() / spec.cache_name / spec.key() / f"{s}.extxyz"
+                   for s in spec.splits if spec.sizes.get(s, 0) > 0}, **extra}
+
+    def attach_replay(self, files: Dict[str, Path], weight: float, ratio: float, seed: int,
+                      reserved: Sequence[int] = ()) -> None:
+        """Replay frames for every training epoch (``files["replay"]``), a ``test_foundation`` split
+        (``files["test_foundation"]``, if given) and pool ids never offered for acquisition (``reserved``)."""
+        self.replay = {**files, "weight": float(weight), "ratio": float(ratio), "seed": int(seed),
+                       "reserved": sorted(int(i) for i in reserved)}
 
     @property
     def test_splits(self) -> List[str]:
@@ -259,8 +269,9 @@ class ActiveDataModule(pl.LightningDataModule):
         self.labeled.exclude(ids)
 
     def candidate_ids(self) -> np.ndarray:
-        """Pool ids still available for acquisition (sorted)."""
-        return self.labeled.candidates(self.pool_size)
+        """Pool ids still available for acquisition (sorted; a pool sample reserved for replay is not)."""
+        ids = self.labeled.candidates(self.pool_size)
+        return np.setdiff1d(ids, self.replay["reserved"]) if self.replay and self.replay["reserved"] else ids
 
     # ------------------------------------------------------------------ loaders
     def _graphs(self, get_atoms, n: int) -> GraphDataset:
@@ -292,7 +303,7 @@ class ActiveDataModule(pl.LightningDataModule):
         of it for training (validation, tests and the pool the same files, already open)."""
         view = ActiveDataModule(**{**self._settings, "seed": int(seed)})
         view._open, view._z_table, view._cutoff = self._open, self._z_table, self._cutoff
-        view._pool_atoms = self._pool_atoms
+        view._pool_atoms, view.replay = self._pool_atoms, self.replay  # a member trains with the same replay
         view.round, view.labeled = self.round, self.labeled.copy()
         view._initial = self.initial_indices()  # the main model's labeled set, whatever the view's seed
         n = len(self.labeled_structures())
@@ -305,11 +316,25 @@ class ActiveDataModule(pl.LightningDataModule):
             ds = Subset(ds, self.train_indices)
         rank, world = self._rank_world()
         seed = self.seed if self.seed is not None else 0  # a Campaign sets it (resolve_seeds)
+        if self.replay and self.replay["ratio"] > 0:
+            ds = ReplayMix(ds, self._replay_frames(), round(self.replay["ratio"] * len(ds)),
+                           (self.replay["seed"], seed, self.round))
         # torch's DistributedSampler: seeded per-epoch shuffle, padded by wrap-around so every rank
         # gets the same count (unequal step counts would hang DDP's gradient all-reduce)
-        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=seed * 1_000_003 + self.round * 10_007)
+        sampler = MixSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed * 1_000_003 + self.round * 10_007)
         return self._loader(ds, sampler, self.batch_size)
+
+    def _replay_frames(self) -> GraphDataset:
+        """The replay set as graphs, each frame's loss terms weighted ``replay["weight"]``."""
+        f = open_structures(self.replay["replay"])
+        weight = self.replay["weight"]
+
+        def weighted(i: int):
+            atoms = f[i]
+            atoms.info[K.REPLAY_WEIGHT] = weight
+            return -1_000_000 - i, atoms
+
+        return self._graphs(weighted, len(f))
 
     def split_dataset(self, split: str) -> GraphDataset:
         f = self.structure_file(split)

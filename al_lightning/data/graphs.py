@@ -26,10 +26,12 @@ def atoms_to_data(
     """One structure → AtomicData with labels (if present), free mask and structure id.
 
     Labels are read from ``atoms.info[REF_energy]`` / ``atoms.arrays[REF_forces]``; a
-    missing label gets weight 0 (the structure still converts, e.g. for the pool).
+    missing label gets weight 0 (the structure still converts, e.g. for the pool), a present one
+    weight 1, or ``atoms.info[replay_weight]`` for a foundation-replay frame.
     """
     energy = atoms.info.get(K.REF_ENERGY)
     forces = atoms.arrays.get(K.REF_FORCES)
+    weight = float(atoms.info.get(K.REPLAY_WEIGHT, 1.0))  # a replay frame's loss weight (model.replay)
     unknown = sorted(set(atoms.numbers.tolist()) - set(z_table.zs))
     if unknown:
         raise ValueError(f"structure {structure_id}: elements {unknown} not in the model's z table {z_table.zs}")
@@ -37,7 +39,7 @@ def atoms_to_data(
         atomic_numbers=atoms.numbers.copy(),
         positions=atoms.get_positions(),
         properties={"energy": energy, "forces": forces},
-        property_weights={"energy": float(energy is not None), "forces": float(forces is not None)},
+        property_weights={"energy": weight * (energy is not None), "forces": weight * (forces is not None)},
         pbc=tuple(bool(x) for x in atoms.pbc),
         cell=np.array(atoms.get_cell()),
     )

@@ -39,8 +39,8 @@ def energy_force_loss(
     """Returns {"loss", "energy", "forces"} scalars; loss = w_E·energy + w_F·forces."""
     e_diff = (pred_energy - ref_energy) / num_atoms.to(pred_energy.dtype)
     e_terms = _elementwise(e_diff, kind, huber_delta) * energy_label_weight
-    e_loss = e_terms.sum() / energy_label_weight.sum().clamp_min(1.0)
+    e_loss = e_terms.sum() / energy_label_weight.sum().clamp_min(1e-12)  # weights: 0/1, replay frames w
     atom_w = (forces_label_weight[batch] * free_mask.to(pred_forces.dtype)).unsqueeze(-1)  # (N, 1)
     f_terms = _elementwise(pred_forces - ref_forces, kind, huber_delta) * atom_w
-    f_loss = f_terms.sum() / (3.0 * atom_w.sum()).clamp_min(1.0)
+    f_loss = f_terms.sum() / (3.0 * atom_w.sum()).clamp_min(1e-12)
     return {"loss": energy_weight * e_loss + forces_weight * f_loss, "energy": e_loss, "forces": f_loss}

@@ -32,6 +32,7 @@ from al_lightning.model.mace import (MACEConfig, build_mace, fit_e0s, graph_stat
                                      model_e0s, model_r_max, model_z_table, set_e0s, set_trainable,
                                      z_table_from)
 from al_lightning.model.metrics import SplitMetrics
+from al_lightning.model.replay import ReplayConfig
 
 
 class MACEModule(pl.LightningModule):
@@ -68,6 +69,9 @@ class MACEModule(pl.LightningModule):
         scheduler_factor: factor the plateau scheduler multiplies the learning rate by.
         ema_decay: exponential moving average of the weights (None: off): validated, and left in
             ``net`` at the end of every fit (see the module docstring).
+        replay: foundation replay in every fit and the ``test_foundation`` split that measures
+            retention (:class:`al_lightning.model.replay.ReplayConfig`: ``source`` pretraining |
+            pseudolabel | null, ``weight``, ``ratio``, ``size``, ``test_size``, ``structures``, ``seed``).
         dtype: "float32" or "float64" (set before data and model are built).
     """
 
@@ -77,7 +81,8 @@ class MACEModule(pl.LightningModule):
                  trainable: Optional[List[str]] = None, energy_weight: float = 1.0, forces_weight: float = 10.0,
                  loss: str = "mse", huber_delta: float = 0.01, lr: Optional[float] = None, weight_decay: float = 5e-7,
                  amsgrad: bool = True, scheduler_patience: int = 5, scheduler_factor: float = 0.8,
-                 ema_decay: Optional[float] = None, dtype: str = "float64") -> None:
+                 ema_decay: Optional[float] = None, replay: ReplayConfig = ReplayConfig(),
+                 dtype: str = "float64") -> None:
         super().__init__()
         if loss not in ("mse", "huber"):
             raise ValueError(f"model loss must be 'mse' or 'huber', got {loss!r}")
@@ -88,7 +93,13 @@ class MACEModule(pl.LightningModule):
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model ema_decay must be in (0, 1), got {ema_decay}")
         _check_foundation_options(foundation, head, e0s, lr)
-        self.save_hyperparameters()
+        self.replay = replay
+        if self.replay.source and not foundation:
+            raise ValueError("model.replay needs model.foundation (replay keeps what a foundation knew)")
+        if self.replay.source and head:
+            raise ValueError("model.replay with model.head (a multi-head foundation): not supported yet; the model is "
+                             "reduced to one head, so replay would train that head only; drop one of the two")
+        self.save_hyperparameters(ignore=["replay"])
         if lr is None:
             self.hparams.lr = FOUNDATION_LR if foundation else SCRATCH_LR
         self.cfg = model or MACEConfig()
@@ -130,6 +141,8 @@ class MACEModule(pl.LightningModule):
             set_trainable(self.net, self.hparams.trainable)
             self.initial_state = copy.deepcopy(self.net.state_dict())
         datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+        if self.replay.source and datamodule.replay is None:
+            self._attach_replay(datamodule)
         if not datamodule.has_forces and self.hparams.forces_weight > 0:
             from lightning.pytorch.utilities import rank_zero_warn
 
@@ -178,6 +191,18 @@ class MACEModule(pl.LightningModule):
             self.build(dm)
         elif self.net is None:
             raise RuntimeError("MACEModule needs a datamodule (or call build()) before use")
+
+    def _attach_replay(self, datamodule) -> None:
+        """The replay set and test_foundation split (model/replay.py), from the frozen foundation."""
+        from al_lightning.model import replay
+
+        cfg, reserved = self.replay, ()
+        if cfg.source == "pretraining":
+            files = replay.pretraining_files(cfg, self.hparams.foundation)
+        else:
+            self.net.load_state_dict(self.initial_state)  # the frozen foundation (E0s as decided)
+            files, reserved = replay.pseudolabel_files(cfg, self.net, datamodule)
+        datamodule.attach_replay(files, cfg.weight, cfg.ratio, cfg.seed, reserved)
 
     # ---------------------------------------------------------------- forward / step
     def forward(self, batch, training: bool = False) -> Dict[str, torch.Tensor]:
