@@ -54,7 +54,8 @@ def context(module, dm, seed: int):
 def truth(ctx):
     """(per-structure force MAE, predicted max |F|, system key) of every pool frame."""
     from al_lightning import keys as K
-    from al_lightning.acquisition.predict import ShardBatches, predict_batches
+    from al_lightning.acquisition.predict import predict_batches
+    from al_lightning.data.batches import ShardBatches
 
     ds = ctx.datamodule.split_dataset("pool")  # the pool with its labels (offline benchmark)
     err, fmax = [], []
@@ -73,7 +74,8 @@ def truth(ctx):
 
 
 def rows(ctx, dataset, n: int, spec):
-    from al_lightning.acquisition.predict import ShardBatches, predict_batches
+    from al_lightning.acquisition.predict import predict_batches
+    from al_lightning.data.batches import ShardBatches
 
     parts = [(out.rows.detach(), out.lcmd.detach()) for _, out in
              predict_batches(ctx, dataset, ShardBatches(np.arange(n), 64), spec)]
@@ -100,7 +102,8 @@ def feature_pass(ctx, preset: str, dim):
 def committee_scores(ctx):
     """committee_f disagreement of 3 members fitted as the main model (standalone, 20 epochs)."""
     from al_lightning.acquisition import CommitteeStrategy
-    from al_lightning.acquisition.predict import ShardBatches, predict_batches
+    from al_lightning.acquisition.predict import predict_batches
+    from al_lightning.data.batches import ShardBatches
 
     strategy = CommitteeStrategy(members=3, epochs=20)
     nets, _ = strategy.fit_members(ctx)

@@ -96,7 +96,7 @@ def peak_rss_mb() -> float:
 def child_loading(n: int, workers: int) -> dict:
     import numpy as np
 
-    from al_lightning.acquisition.predict import ShardBatches
+    from al_lightning.data.batches import ShardBatches
 
     t0 = time.perf_counter()
     _, dm = datamodule(n, workers)
@@ -163,7 +163,7 @@ def child_e2e(n: int, kind: str, workers: int, batch: int = 16) -> dict:
     import numpy as np
 
     from al_lightning.acquisition import AcquisitionContext, PVStrategy, select
-    from al_lightning.acquisition.predict import ShardBatches
+    from al_lightning.data.batches import ShardBatches
     from al_lightning.acquisition.pv import PVScorer
 
     module, dm = datamodule(n, workers)

@@ -28,7 +28,8 @@ import torch
 from al_lightning import console, faults
 from al_lightning.acquisition.distributed import to_cpu
 from al_lightning.acquisition.pass_state import PassCheckpoint
-from al_lightning.acquisition.predict import ShardBatches, predict_batches
+from al_lightning.acquisition.predict import predict_batches
+from al_lightning.data.batches import ShardBatches
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Selection, Strategy
 from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk
 from al_lightning.model.mace import on_device

@@ -9,9 +9,8 @@ Every method is a collective: every rank must call it, in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -49,32 +48,6 @@ class Comm:
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
-
-
-def fixed_batches(ids: Sequence[int], batch_size: int) -> List[np.ndarray]:
-    """Consecutive ids cut into batches of ``batch_size`` (the last may be shorter)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
-
-
-def atom_batches(ids: Sequence[int], atoms: Sequence[int], budget: int) -> List[np.ndarray]:
-    """Consecutive ids cut into batches of at most ``budget`` atoms (``atoms[k]``: atoms of ``ids[k]``);
-    a structure larger than the budget is a batch of its own. Depends only on the ids and counts,
-    so every rank and every world size cuts the same batches."""
-    ids, atoms = np.asarray(ids, dtype=np.int64), np.asarray(atoms, dtype=np.int64)
-    if ids.shape != atoms.shape:
-        raise ValueError(f"{len(ids)} ids but {len(atoms)} atom counts")
-    if budget < 1:
-        raise ValueError(f"atom budget must be >= 1, got {budget}")
-    batches, start, used = [], 0, 0
-    for k, n in enumerate(atoms.tolist()):
-        if k > start and used + n > budget:
-            batches.append(ids[start:k])
-            start, used = k, 0
-        used += n
-    if start < len(ids):
-        batches.append(ids[start:])
-    return batches
 
 
 def ordered_sum(comm: Comm, n_batches: int, partial_of) -> Any:

@@ -22,7 +22,8 @@ from torch import Tensor
 from al_lightning import keys as K
 from al_lightning.acquisition.distributed import Comm, ordered_sum, to_cpu
 from al_lightning.acquisition.posterior import GramPartial, Precision, build_precision, gram_partial
-from al_lightning.acquisition.predict import ShardBatches, predict_batches
+from al_lightning.acquisition.predict import predict_batches
+from al_lightning.data.batches import ShardBatches
 from al_lightning.features import FeatureSpec
 
 

@@ -17,9 +17,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import lightning.pytorch as pl
 import numpy as np
 from ase import Atoms
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from al_lightning import keys as K
+from al_lightning.data.batches import ShardBatches
 from al_lightning.data.graphs import GraphDataset, collate
 from al_lightning.data.labeled import LabeledSet
 from al_lightning.data.io import DataError, normalise
@@ -30,22 +31,6 @@ from al_lightning.data.synthetic import EMTCatalysisSpec
 from al_lightning.data.xtb import XTBMoleculesSpec
 
 REQUIRED = ("initial", "val")
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, …`` of ``range(n)``: disjoint, covering, never padded.
-
-    Lightning's ``UnrepeatedDistributedSampler`` has the same order but asserts that every rank
-    gets at least one index; a validation split smaller than the world size is legal here."""
-
-    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.rank, self.world = n, rank, world
-
-    def __iter__(self):
-        return iter(range(self.rank, self.n, self.world))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
 
 
 class ActiveDataModule(pl.LightningDataModule):
@@ -295,7 +280,7 @@ class ActiveDataModule(pl.LightningDataModule):
 
     def stats_dataloader(self) -> DataLoader:
         ds = self.labeled_dataset()
-        return self._loader(ds, ShardSampler(len(ds)), self.eval_batch_size)
+        return self.batch_loader(ds, ShardBatches(range(len(ds)), self.eval_batch_size))
 
     def member_view(self, seed: int, bootstrap: bool = False) -> "ActiveDataModule":
         """A datamodule for a committee member, built from this one's settings: its own training seed
@@ -343,7 +328,9 @@ class ActiveDataModule(pl.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         ds = self.split_dataset(split)
         rank, world = self._rank_world()
-        return self._loader(ds, ShardSampler(len(ds), rank, world), self.eval_batch_size)
+        # batches no larger than n / W: every rank gets one when n >= W (Lightning refuses a rank with none)
+        size = min(self.eval_batch_size, max(1, -(-len(ds) // world)))
+        return self.batch_loader(ds, ShardBatches(range(len(ds)), size, rank, world))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

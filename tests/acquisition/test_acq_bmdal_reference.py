@@ -51,7 +51,7 @@ def test_pv_is_c_times_bmdal_posterior_variance(n_train, p, rows, sigma):
 
 def test_on_real_ntk_ef_rows(tiny_spec, tiny_paths):
     """The same identity on NTK-EF rows of a tiny MACE (energy row + 4 probe rows per structure)."""
-    from al_lightning.acquisition.distributed import fixed_batches
+    from al_lightning.data.batches import fixed_batches
     from al_lightning.data.datamodule import ActiveDataModule
     from al_lightning.features import FeatureSpec, pool_step
     from al_lightning.model.mace import MACEConfig

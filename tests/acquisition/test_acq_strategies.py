@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 from al_lightning.acquisition import AcquisitionContext, PVStrategy, build_strategy, select
 from al_lightning.acquisition.distributed import Comm
 from al_lightning.acquisition.pool_pass import training_side
-from al_lightning.acquisition.predict import ShardBatches, predict_batches
+from al_lightning.acquisition.predict import predict_batches
+from al_lightning.data.batches import ShardBatches
 from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import read_structures
 from al_lightning.model.mace import MACEConfig

@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 from ase.build import molecule
 
 from al_lightning.acquisition import select
-from al_lightning.acquisition.distributed import Comm, atom_batches
+from al_lightning.acquisition.distributed import Comm
+from al_lightning.data.batches import atom_batches
 from al_lightning.acquisition.pass_state import PassCheckpoint
 from al_lightning.acquisition.topk import StreamingTopK
 

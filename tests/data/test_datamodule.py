@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from al_lightning import keys as K
-from al_lightning.data.datamodule import ActiveDataModule, ShardSampler
+from al_lightning.data.batches import ShardBatches
+from al_lightning.data.datamodule import ActiveDataModule
 from al_lightning.data.io import read_structures
 from al_lightning.model.mace import z_table_from
 
@@ -64,11 +65,24 @@ def test_pool_graphs_hide_labels_and_carry_ids(dm):
 
 
 def test_eval_shards_are_disjoint_and_cover_without_padding():
-    for n, world in [(10, 3), (7, 2), (2, 4)]:
-        shards = [list(ShardSampler(n, r, world)) for r in range(world)]
+    for n, world, size in [(10, 3, 2), (7, 2, 3), (2, 4, 1), (2, 4, 5)]:
+        shards = [[i for b in ShardBatches(range(n), size, r, world) for i in b] for r in range(world)]
         flat = sorted(i for s in shards for i in s)
-        assert flat == list(range(n))
-        assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+        assert flat == list(range(n))  # every index once: nothing padded, nothing repeated
+        assert [len(ShardBatches(range(n), size, r, world)) for r in range(world)] == [
+            len(range(r, -(-n // size), world)) for r in range(world)]
+
+
+def test_every_rank_gets_an_eval_batch_of_a_split_smaller_than_the_batch_size(tiny_spec, monkeypatch):
+    """8 validation structures, eval batches of 16, 2 ranks: Lightning refuses a rank with no batch."""
+    dm = ActiveDataModule(emt=tiny_spec, eval_batch_size=16)
+    dm.setup()
+    dm.attach(z_table_from(dm.elements()), 4.0)
+    n = len(dm.split_dataset("val"))
+    for rank in (0, 1):
+        monkeypatch.setattr(dm, "_rank_world", lambda rank=rank: (rank, 2))
+        loader = dm.val_dataloader()
+        assert len(loader) >= 1 and sum(int(b[K.NUM_ATOMS].numel()) for b in loader) in (n // 2, n - n // 2)
 
 
 def test_train_loader_equal_counts_per_rank_and_seeded(dm):
