@@ -52,10 +52,31 @@ class Outcome:
 
 
 def connect(path: Path):
-    """The ASE database at ``path`` (SQLite, no ASE lock file)."""
+    """The ASE database at ``path`` (SQLite, no ASE lock file); a file whose schema was never
+    finished and that holds no row (its creation hit a full disk) is replaced by a new one."""
     import ase.db
 
+    if _unfinished_and_empty(Path(path)):
+        Path(path).unlink()
+        console.say(f"{path}: its tables were never all created (a full disk?) and it holds no label: created afresh")
     return ase.db.connect(str(path), type="db", use_lock_file=False)
+
+
+def _unfinished_and_empty(path: Path) -> bool:
+    """True for a database without ASE's ``information`` table (written last when ASE creates its
+    tables) and without any row in ``systems``: nothing was ever stored in it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        con = sqlite3.connect(str(path), timeout=BUSY_MS / 1000)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            rows = con.execute("SELECT COUNT(*) FROM systems").fetchone()[0] if "systems" in tables else 0
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False  # unreadable: the checks of read_db say so, nothing is removed
+    return "information" not in tables and rows == 0
 
 
 def _text(value: str) -> str:
@@ -158,7 +179,8 @@ def unreadable(path: Path, why: str) -> StateError:
 
 def _check_file(path: Path) -> bool:
     """SQLite's own check of ``path`` and that it is an ASE database (a StateError when not); False
-    for a database without any table (its first write never committed, e.g. on a full disk): empty."""
+    for a database without any table or with an unfinished schema and no row (its first write never
+    finished, e.g. on a full disk): empty."""
     try:
         con = sqlite3.connect(str(path), timeout=BUSY_MS / 1000)
         try:
@@ -170,8 +192,8 @@ def _check_file(path: Path) -> bool:
         raise unreadable(path, f"{type(exc).__name__}: {exc}") from None
     if check != ["ok"]:
         raise unreadable(path, f"SQLite integrity check: {check[0]}")
-    if not tables:
-        return False
+    if not tables or _unfinished_and_empty(path):
+        return False  # nothing stored yet (its first write never finished): empty
     if "systems" not in tables:
         raise unreadable(path, "not an ASE database: no 'systems' table")
     return True

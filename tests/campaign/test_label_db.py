@@ -159,6 +159,33 @@ def test_a_database_whose_first_write_never_committed_is_empty(tmp_path):
     assert LabelStore(tmp_path).outcomes(0)[4].atoms.info["REF_energy"] == -1.5
 
 
+def test_a_database_whose_tables_were_cut_by_a_full_disk_is_created_afresh(tmp_path, capsys):
+    """What a 64 KB tmpfs leaves (seen on a real one): ASE's tables without ``information``, which it
+    writes last, and no row. Nothing is stored, so it is replaced; with a row it is refused instead."""
+    import sqlite3
+
+    atoms = bulk("Cu", "fcc", a=3.6)
+    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.zeros((1, 3))
+    store = LabelStore(tmp_path)
+    store.save_label(0, 4, atoms, "emt")
+    con = sqlite3.connect(store.path)
+    con.execute("DROP TABLE information")
+    con.execute("DELETE FROM systems")
+    con.commit()
+    con.close()
+    fresh = LabelStore(tmp_path)
+    assert labeldb.problems(tmp_path) == [] and fresh.outcomes(0) == {}
+    fresh.save_label(0, 5, atoms, "emt")
+    assert "never all created" in capsys.readouterr().err
+    assert set(LabelStore(tmp_path).outcomes(0)) == {5}
+    con = sqlite3.connect(store.path)
+    con.execute("DROP TABLE information")  # a row, but no information table: not ours to remove
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="unreadable label database"):
+        LabelStore(tmp_path).outcomes(0)
+
+
 def test_sqlite_full_disk_is_an_os_error_naming_the_database(tmp_path, monkeypatch):
     import errno
     import sqlite3
