@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from al_lightning import keys as K
+from al_lightning.model.metrics import free_atom_mean
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
 
@@ -114,11 +115,7 @@ class CommitteeStrategy(Strategy):
             e = torch.stack([o["energy"].detach() for o in outs]) / batch[K.NUM_ATOMS]
             return e.std(dim=0, unbiased=False)
         f = torch.stack([o["forces"].detach() for o in outs])  # (M, N, 3)
-        per_atom = f.var(dim=0, unbiased=False).sum(dim=1).sqrt() * batch[K.FREE_MASK]
-        n = batch[K.NUM_ATOMS].numel()
-        tot = torch.zeros(n, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch[K.BATCH], per_atom)
-        cnt = torch.zeros_like(tot).index_add_(0, batch[K.BATCH], batch[K.FREE_MASK].to(tot.dtype))
-        return tot / cnt.clamp_min(1)
+        return free_atom_mean(f.var(dim=0, unbiased=False).sum(dim=1).sqrt(), batch)
 
     def plan(self, ctx: AcquisitionContext) -> "CommitteeScorer":
         """Every rank trains the same M members (seeded); the pool pass scores their disagreement."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Dict
 
 import numpy as np
-import torch
 
 from al_lightning import keys as K
+from al_lightning.model.metrics import free_atom_mean
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
 
@@ -45,12 +45,8 @@ class OracleScorer(PoolScorer):
         self.k, self.batch_size = k, batch_size
 
     def score(self, batch: Any, out: Any):
-        free = batch[K.FREE_MASK].to(out[K.OUT_FORCES].dtype)
-        per_atom = (out[K.OUT_FORCES] - batch[K.FORCES]).abs().mean(dim=1) * free
-        n = int(batch[K.NUM_ATOMS].numel())
-        err = torch.zeros(n, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch[K.BATCH], per_atom)
-        cnt = torch.zeros_like(err).index_add_(0, batch[K.BATCH], free)
-        return (err / cnt.clamp_min(1)).double(), batch[K.STRUCTURE_ID], None
+        err = free_atom_mean((out[K.OUT_FORCES] - batch[K.FORCES]).abs().mean(dim=1), batch)
+        return err.double(), batch[K.STRUCTURE_ID], None
 
     def choose(self, top: TopK, budget: int) -> np.ndarray:
         return top.ids[:budget].cpu().numpy().astype(np.int64)

@@ -25,6 +25,7 @@ from al_lightning.acquisition.posterior import GramPartial, Precision, build_pre
 from al_lightning.acquisition.predict import predict_batches
 from al_lightning.data.batches import ShardBatches
 from al_lightning.features import FeatureSpec
+from al_lightning.model.metrics import free_atom_mean
 
 
 @dataclass
@@ -66,12 +67,8 @@ def split_calibration(ctx, split: str, spec: FeatureSpec, precision: Precision, 
     sampler = ShardBatches(np.arange(len(dataset)), batch_size, ctx.comm.rank, ctx.comm.world)
     out = []
     for idx, (batch, rows) in zip(sampler, predict_batches(ctx, dataset, sampler, spec)):
-        free = batch[K.FREE_MASK].to(rows.forces.dtype)
-        err = (rows.forces - batch[K.FORCES]).abs().mean(dim=1) * free
-        per = torch.zeros(len(idx), dtype=err.dtype, device=err.device).index_add_(0, batch[K.BATCH], err)
-        n_free = torch.zeros_like(per).index_add_(0, batch[K.BATCH], free)
-        out.append((np.asarray(idx), precision.score(rows.rows, dtype=score_dtype).cpu().numpy(),
-                    to_cpu(per / n_free.clamp_min(1)).numpy()))
+        err = free_atom_mean((rows.forces - batch[K.FORCES]).abs().mean(dim=1), batch)
+        out.append((np.asarray(idx), precision.score(rows.rows, dtype=score_dtype).cpu().numpy(), to_cpu(err).numpy()))
     parts = [p for rank_parts in ctx.comm.all_gather(out) for p in rank_parts]
     if not parts:
         return np.array([]), np.array([])

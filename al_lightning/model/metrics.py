@@ -13,7 +13,19 @@ import warnings
 import torch
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
+from al_lightning import keys as K
+
 METRIC_NAMES = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")
+
+
+def free_atom_mean(per_atom: torch.Tensor, batch) -> torch.Tensor:
+    """(G,) mean of a per-atom quantity (N,) over each structure's free atoms (0 where none is free):
+    the per-structure force error and force disagreement of the acquisition rules."""
+    free = batch[K.FREE_MASK].to(per_atom.dtype)
+    n = int(batch[K.NUM_ATOMS].numel())
+    total = torch.zeros(n, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch[K.BATCH], per_atom * free)
+    count = torch.zeros_like(total).index_add_(0, batch[K.BATCH], free)
+    return total / count.clamp_min(1)
 
 
 class SplitMetrics(torch.nn.Module):
