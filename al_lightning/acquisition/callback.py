@@ -120,6 +120,8 @@ def select(strategy: Strategy, ctx: AcquisitionContext) -> Selection:
 
 
 def _select(strategy: Strategy, ctx: AcquisitionContext) -> Selection:
+    if ctx.budget > len(ctx.candidates):  # the one check, for every strategy
+        raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
     t0 = time.perf_counter()
     saved = ctx.pass_state.load(ctx, strategy) if ctx.pass_state is not None else None  # collective
     scorer = strategy.restore(ctx, saved["scorer"]) if saved is not None else None

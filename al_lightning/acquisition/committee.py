@@ -119,8 +119,6 @@ class CommitteeStrategy(Strategy):
 
     def plan(self, ctx: AcquisitionContext) -> "CommitteeScorer":
         """Every rank trains the same M members (seeded); the pool pass scores their disagreement."""
-        if ctx.budget > len(ctx.candidates):
-            raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
         nets, records = self.fit_members(ctx)
         return CommitteeScorer(self, nets, ctx.budget, records)
 

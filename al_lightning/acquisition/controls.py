@@ -31,8 +31,6 @@ class OracleStrategy(Strategy):
         self.batch_size = batch_size
 
     def plan(self, ctx: AcquisitionContext) -> "OracleScorer":
-        if ctx.budget > len(ctx.candidates):
-            raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
         return OracleScorer(ctx.budget, self.batch_size)
 
 
@@ -69,8 +67,6 @@ class SystemSampler(Strategy):
         return None
 
     def pick(self, ctx: AcquisitionContext) -> np.ndarray:
-        if ctx.budget > len(ctx.candidates):
-            raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
         pool = ctx.datamodule.structure_file("pool")
         system = {int(i): str(pool.raw(int(i)).info.get(self.key, int(i))) for i in ctx.candidates}
         seen = {str(pool.raw(int(i)).info.get(self.key, int(i))) for i in ctx.datamodule.labeled_ids}

@@ -101,8 +101,6 @@ class PVStrategy(Strategy):
 
     def _k(self, ctx: AcquisitionContext) -> int:
         n = len(ctx.candidates)
-        if ctx.budget > n:
-            raise ValueError(f"budget {ctx.budget} is larger than the {n} pool candidates left")
         if self.mode == "pv_topb":
             return ctx.budget
         if self.mode == "lcmd":

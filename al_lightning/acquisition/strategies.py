@@ -138,7 +138,5 @@ class RandomStrategy(Strategy):
         return None
 
     def pick(self, ctx: AcquisitionContext) -> np.ndarray:
-        if ctx.budget > len(ctx.candidates):
-            raise ValueError(f"budget {ctx.budget} is larger than the {len(ctx.candidates)} pool candidates left")
         rng = np.random.default_rng([ctx.seed, ctx.round])
         return np.sort(rng.choice(ctx.candidates, size=ctx.budget, replace=False)).astype(np.int64)
