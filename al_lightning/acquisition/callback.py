@@ -170,17 +170,21 @@ class AcquisitionCallback(pl.Callback):
     """At ``on_fit_end`` (every rank): select ``budget`` pool ids with ``strategy``, label them
     with ``labeler`` on rank 0, add the labels to the datamodule. ``labeler`` None: select only;
     ``fit``: how the strategy may fit further modules (committee members), as the main fit;
-    ``pass_state``: where the pool pass keeps its resumable state (None: nowhere)."""
+    ``pass_state``: where the pool pass keeps its resumable state (None: nowhere); ``fitted`` (set by
+    the campaign): called first, on every rank, with the finished fit's trainer."""
 
     def __init__(self, strategy: Strategy, budget: int, round_: int, seed: int,
                  labeler: Optional[Labeler] = None, fit: Optional[Callable[..., Dict[str, Any]]] = None,
                  pass_state: Optional[PassCheckpoint] = None) -> None:
         self.strategy, self.budget, self.round, self.seed, self.labeler = strategy, budget, round_, seed, labeler
         self.fit, self.pass_state = fit, pass_state
+        self.fitted: Optional[Callable[[pl.Trainer], None]] = None  # the campaign keeps the finished fit
         self.result: Optional[AcquisitionResult] = None
         self.selection: Optional[Selection] = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.fitted is not None:  # before anything is acquired: a crash from here on keeps the fit
+            self.fitted(trainer)
         dm = trainer.datamodule
         t0 = time.perf_counter()
         stored = self.labeler.stored_selection(self.round) if self.labeler is not None else None

@@ -1,10 +1,12 @@
-"""A round's finished fit, kept while the round waits for a file hand-off (docs/design.md §8).
+"""A round's finished fit, kept until the round is recorded (docs/design.md §2, §8).
 
-When the hand-off oracle stops a campaign (:class:`~al_lightning.oracle.HandoffPending`), the round's
-fitted weights and what its record says about the fit (epochs, best epoch, validation metrics,
-seconds) go to ``round_NNN/fit_state.pt``; the rerun that reads the labels loads them instead of
-fitting the round again, as long as the labeled set is the one they were fitted on. The file is
-removed once the round's checkpoint is written. Tensors, numbers and strings only (loads weights-only).
+When a round's fit ends, before anything is acquired, its weights and what the round record says
+about the fit (epochs, best epoch, validation metrics, seconds) go to ``round_NNN/fit_state.pt``.
+A rerun of the round — after a crash in the pool pass or in labeling, or a file hand-off that
+stopped for labels — loads them instead of fitting again, as long as the labeled set is the one
+they were fitted on; so a resumed pool pass finds its state valid even where a refit would not be
+bitwise the same (GPUs). The file is removed once the round's checkpoint is written. Tensors,
+numbers and strings only (loads weights-only).
 """
 
 from __future__ import annotations

@@ -23,8 +23,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from al_lightning.acquisition import (AcquisitionCallback, AcquisitionResult, HandoffPending, build_strategy,
-                                     strategy_label)
+from al_lightning.acquisition import AcquisitionCallback, AcquisitionResult, build_strategy, strategy_label
 from al_lightning.acquisition.pass_state import PassCheckpoint
 from al_lightning.atomic import atomic_write
 from al_lightning import console, faults
@@ -232,20 +231,24 @@ class Campaign:
 
     def _fit(self, r: int, trainer: pl.Trainer, fit_callbacks, acquisition) -> Dict[str, Any]:
         """Fit round r (the acquisition runs at the fit's end) → its epochs, best epoch, val metrics and
-        seconds. A fit kept while the round waited for a file hand-off is loaded, not repeated."""
+        seconds. The finished fit is kept (round_NNN/fit_state.pt, rank 0) before anything is acquired;
+        a rerun of the round — after a crash in the pool pass or labeling, or a file hand-off that
+        waited for labels — loads it instead of fitting again (and so finds its pass state valid)."""
         path, key = self.dir / f"round_{r:03d}" / fitstate.FILE, fitstate.fit_key(self.dm, r, self.cfg.seed)
         kept = fitstate.load_fit(path, key) if acquisition else None
         if kept is not None:
             self.module.net.load_state_dict(kept["net"])
             trainer.fit_loop.max_epochs = 0  # no training; the acquisition callback still runs at fit end
         t0 = time.perf_counter()
-        try:
-            trainer.fit(self.module, datamodule=self.dm)
-        except HandoffPending:
+
+        def keep(fitted: pl.Trainer) -> None:
             if self.is_zero and kept is None:
-                fitstate.save_fit(path, key, self.module.net,
-                                  self._fit_summary(trainer, fit_callbacks, acquisition, time.perf_counter() - t0))
-            raise
+                summary = self._fit_summary(fitted, fit_callbacks, None, time.perf_counter() - t0)
+                fitstate.save_fit(path, key, self.module.net, summary)
+
+        if acquisition is not None:
+            acquisition.fitted = keep
+        trainer.fit(self.module, datamodule=self.dm)
         if kept is not None:
             return kept["summary"]
         return self._fit_summary(trainer, fit_callbacks, acquisition, time.perf_counter() - t0)

@@ -80,6 +80,7 @@ def test_pool_pass_resumes_mid_pass_and_the_round_record_says_where(tmp_path, re
     killed = _run(out, every_batch, fault="pool:2")
     assert killed.returncode == -9, killed.stderr[-1500:]
     assert (out / "round_000" / "pass_state.pt").exists()
+    assert (out / "round_000" / "fit_state.pt").exists()  # the finished fit, kept before the pass began
     resumed = _run(out, every_batch)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     state, ids, calls = _final(out)
@@ -87,3 +88,4 @@ def test_pool_pass_resumes_mid_pass_and_the_round_record_says_where(tmp_path, re
     assert state["rounds"][0]["pass_resumed_from"] == 2  # batches 0 and 1 were not scored again
     assert all(r["pass_resumed_from"] is None for r in state["rounds"][1:-1])
     assert not list(out.glob("round_*/pass_state*.pt"))  # cleared once the selection was stored
+    assert not list(out.glob("round_*/fit_state.pt"))  # cleared once each round's checkpoint was written
