@@ -39,12 +39,21 @@ def _pass_worker(rank, world, init_file, model_file, spec, out_dir, fault, kw):
 
 
 def _spawn(world, tmp, model_file, spec, run, fault=None, kw=KW):
+    """Run the ranks; with ``fault`` every rank is killed at its own n-th scored batch. The ranks are
+    joined one by one (mp.spawn would terminate the others when the first dies, before they saved
+    the batch they are on: a race, not what a crash of the whole job leaves)."""
     args = (world, str(tmp / f"init{run}"), model_file, spec, str(tmp), fault, kw)
-    try:
-        mp.spawn(_pass_worker, args=args, nprocs=world, join=True)
-    except mp.ProcessExitedException as exc:
-        assert fault and "SIGKILL" in str(exc), exc
+    ctx = mp.start_processes(_pass_worker, args=args, nprocs=world, join=False, start_method="spawn")
+    for proc in ctx.processes:
+        proc.join(timeout=300)
+    codes = [proc.exitcode for proc in ctx.processes]
+    for proc in ctx.processes:
+        if proc.is_alive():
+            proc.kill()
+    if fault:
+        assert codes == [-9] * world, codes
         return None
+    assert codes == [0] * world, codes
     return json.loads((tmp / "rank0.json").read_text())
 
 
