@@ -61,8 +61,11 @@ def test_all_failing_oracle_stops_with_status_2_after_the_first_round(tmp_path, 
     assert f"fix the oracle and delete their rows (ase db {db} round=0,status=failed --delete --yes)" in last
     assert len(LabelStore(d).stored(0)[1]) == 8 and not (d / "campaign.json").exists()
     calls = (d / "oracle_calls.jsonl").read_text()
+    kept = (d / "round_000" / "fit_state.pt").stat().st_mtime_ns  # the first run's fit, kept
     assert main(args) == 2 and capsys.readouterr().err.strip().splitlines()[-1] == last
-    assert (d / "oracle_calls.jsonl").read_text() == calls and not (d / "round_000").exists()  # no fit, no call
+    assert (d / "oracle_calls.jsonl").read_text() == calls  # no oracle call
+    assert [p.name for p in (d / "round_000").iterdir()] == ["fit_state.pt"]  # no fit, nothing written
+    assert (d / "round_000" / "fit_state.pt").stat().st_mtime_ns == kept
     assert main([*args, "--campaign.max_failed_fraction=1"]) == 0
     state = json.loads((d / "campaign.json").read_text())
     assert [r["n_labeled"] for r in state["rounds"]] == [16, 16] and len(state["failed"]) == 8
