@@ -157,6 +157,13 @@ class T1xFile(_H5Reader):
         g = int(np.searchsorted(self._starts, i, side="right")) - 1
         return (*self._groups[g], int(i - self._starts[g]))
 
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per frame from each group's ``atomic_numbers`` length (metadata; no frame is read)."""
+        root = self._h5()
+        sizes = [root[f"/{self.split}/{f}/{r}" + (f"/{sub}" if sub else "")]["atomic_numbers"].shape[0]
+                 for f, r, sub in self._groups]
+        return np.repeat(np.asarray(sizes, dtype=np.int64), np.diff(self._starts))
+
     def _where(self, formula: str, rxn: str, sub: str, frame: int) -> str:
         name = f"/{self.split}/{formula}/{rxn}" + (f"/{sub}" if sub else "")
         return f"{self.path}: {name}: frame {frame}"
@@ -238,6 +245,12 @@ class RGD1File(_H5Reader):
 
     def __len__(self) -> int:
         return len(self._rxns) * len(self.kinds)
+
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per frame from each reaction's ``elements`` length (metadata; no geometry is read)."""
+        root = self._h5()
+        sizes = [int(np.prod(root[rxn]["elements"].shape)) for rxn in self._rxns]
+        return np.repeat(np.asarray(sizes, dtype=np.int64), len(self.kinds))
 
     def locate(self, i: int) -> Tuple[str, str]:
         """Global id -> (reaction group name, kind)."""

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from ase import Atoms
 
-from al_lightning.data.io import DataError, extxyz_offsets, normalise
+from al_lightning.data.io import DataError, extxyz_index, extxyz_offsets, normalise
 from al_lightning.data.source import StructureSource
 
 XYZ_SUFFIX = ".extxyz.xz"
@@ -210,6 +210,10 @@ class OC20S2EF(StructureSource):
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per frame from each chunk's byte-offset index (no frame is parsed)."""
+        return np.concatenate([extxyz_index(self._chunk(k)[3])[:, 1] for k in range(len(self.chunks))])
 
     def locate(self, i: int) -> Tuple[int, int]:
         """Global id -> (chunk index, frame within the chunk)."""

@@ -440,3 +440,23 @@ def test_open_structures_dispatch(tmp_path, s2ef_split):
     assert_one_line(exc, "x.extxyz", "unknown format")
     with pytest.raises(DataError):
         open_structures(tmp_path / "x.extxyz", split="train")
+
+
+@pytest.mark.parametrize("make, kwargs", [("t1x", {"split": "val", "include_endpoints": True}), ("t1x", {"split": "train"}),
+                                          ("rgd1", {})])
+def test_hdf5_atom_counts_from_metadata_equal_reading_every_frame(tmp_path, make, kwargs):
+    from al_lightning.data.source import StructureSource
+
+    f = (T1xFile(write_t1x(tmp_path / "t.h5"), **kwargs) if make == "t1x" else RGD1File(write_rgd1(tmp_path / "r.h5")))
+    counts = f.atom_counts()
+    assert counts.dtype == np.int64 and len(counts) == len(f)
+    np.testing.assert_array_equal(counts, StructureSource.atom_counts(f))  # the base class reads every frame
+
+
+def test_oc20_atom_counts_from_the_index_equal_reading_every_frame(s2ef_split):
+    from al_lightning.data.source import StructureSource
+
+    folder, frames, _ = s2ef_split
+    f = OC20S2EF(folder)
+    np.testing.assert_array_equal(f.atom_counts(), [len(a) for a in frames])
+    np.testing.assert_array_equal(f.atom_counts(), StructureSource.atom_counts(f))
