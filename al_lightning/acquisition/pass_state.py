@@ -24,16 +24,14 @@ import torch
 
 from al_lightning import console
 from al_lightning.atomic import atomic_write
+from al_lightning.model.mace import hash_weights
 
 VERSION = 1
 
 
 def pass_key(ctx, strategy) -> str:
     """sha256 of what decides the pass: weights, labeled set, candidates, round, seed, strategy, world."""
-    h = hashlib.sha256()
-    for name, tensor in ctx.module.net.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h = hash_weights(hashlib.sha256(), ctx.module.net)
     h.update(np.ascontiguousarray(ctx.candidates, dtype=np.int64).tobytes())
     settings = {"strategy": type(strategy).__qualname__, "options": vars(strategy), "round": ctx.round,
                 "seed": ctx.seed, "budget": ctx.budget, "world": ctx.comm.world,

@@ -116,6 +116,14 @@ def fit_e0s(structures: Sequence[Atoms], z_table: AtomicNumberTable) -> np.ndarr
     return lstsq_e0s(counts, energies, z_table.zs)
 
 
+def hash_weights(h, net: torch.nn.Module):
+    """Feed every state_dict entry of ``net`` (name and bytes) into the hashlib object ``h``; returns ``h``."""
+    for name, tensor in net.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h
+
+
 def model_e0s(model: torch.nn.Module) -> np.ndarray:
     """(n_elements,) E0s of a single-head MACE model (``atomic_energies_fn``), in eV."""
     buf = model.atomic_energies_fn.atomic_energies

@@ -68,11 +68,6 @@ class ReplayConfig:
             if not ok:
                 raise ValueError(message)
 
-    def key(self, foundation_sha256: str) -> str:
-        """Cache key of the replay files: these options and the foundation file's content."""
-        blob = json.dumps({**asdict(self), "foundation": foundation_sha256}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
 
 def model_card(foundation: str) -> Dict:
     """The model card (``<model>.json`` beside the file) of a foundation, or {} when there is none."""
@@ -109,10 +104,9 @@ def pool_sample(cfg: ReplayConfig, n_pool: int) -> np.ndarray:
 
 def _content_key(cfg: ReplayConfig, net, frames) -> str:
     """What the pseudolabels depend on: the options, the labeling network's weights, the structures."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for name, tensor in net.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    from al_lightning.model.mace import hash_weights
+
+    h = hash_weights(hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()), net)
     for atoms in frames:
         h.update(atoms.numbers.tobytes())
         h.update(np.ascontiguousarray(atoms.positions).tobytes())
