@@ -84,12 +84,13 @@ def rows(ctx, dataset, n: int, spec):
 
 def feature_pass(ctx, preset: str, dim):
     """Cached rows of one configuration: pool (direction), train (probes 16 and direction)."""
-    from al_lightning.acquisition import PVStrategy
+    from al_lightning.features import NTKEnergyForce
 
     out = {}
     for name, mode in (("probes", "probes"), ("direction", "direction")):
-        strategy = PVStrategy(params=preset, sketch_dim=dim, train_force_mode=mode, train_probes=16)
-        train_spec, pool_spec = strategy.specs(ctx.module.net)
+        pool_spec = NTKEnergyForce(params=preset, sketch_dim=dim, train_force_mode=mode,
+                                   train_probes=16).prepare(ctx.module.net)
+        train_spec = pool_spec.training()
         ds = ctx.datamodule.labeled_dataset()
         out[f"train_{name}"], out["train_lcmd"] = rows(ctx, ds, len(ds), train_spec)
     t0 = time.perf_counter()

@@ -24,7 +24,10 @@ from typing import Iterator
 
 import torch
 
-from al_lightning.acquisition import PrecisionAccumulator, score_pool, select_lcmd
+from al_lightning.acquisition import PVStrategy, ShortlistLCMD, StreamingTopK, build_precision, gram_partial, select_lcmd
+from al_lightning.acquisition.distributed import Comm, ordered_sum
+from al_lightning.acquisition.pv import PVScorer
+from al_lightning.features import PoolRows
 
 FULL = dict(pool=200_000, p=1024, n_train=2000, chunk=8192, k=10_000, mem_small=20_000,
             lcmd_k=50_000, lcmd_b=1250, lcmd_p=[1024, 2048], lcmd_train=500)
@@ -50,10 +53,21 @@ def chunks(n: int, p: int, chunk: int, seed: int) -> Iterator[tuple[torch.Tensor
 
 
 def precision(p: int, n_train: int, chunk: int):
-    acc = PrecisionAccumulator(p)
-    for b, start in enumerate(range(0, n_train, chunk)):
-        acc.add(b, features(min(chunk, n_train - start), p, 7 + b))
-    return acc.precision()
+    starts = list(range(0, n_train, chunk))  # the production Gram sum (batch-ordered partials)
+    total = ordered_sum(Comm(), len(starts), lambda b: gram_partial(features(min(chunk, n_train - starts[b]), p, 7 + b)))
+    return build_precision(total)
+
+
+def stream_pool(prec, pool, k: int):
+    """The engine's pool-side scoring (PVScorer.score → StreamingTopK) over (ids, rows, vectors) chunks;
+    keeps no chunk once the next is requested."""
+    strategy = PVStrategy(selector=ShortlistLCMD(k), lcmd_space="raw", calibration=False)
+    scorer = PVScorer(strategy, None, k, prec, None, None, torch.float64, 0.0, 0.0)
+    top = StreamingTopK(k, vector_dtype=torch.float32)
+    for ids, rows, vectors in pool:
+        top.update(*scorer.score(None, PoolRows(ids, rows, vectors, None, None)))
+        del ids, rows, vectors
+    return top.result()
 
 
 def bench_pv(cfg: dict) -> dict:
@@ -104,7 +118,7 @@ def rss_child(n_pool: int, cfg: dict) -> dict:
         fh.write("5")  # reset the peak-RSS mark: what follows is the pass alone
     base = _rss_mib("VmRSS")
     t0 = time.perf_counter()
-    top = score_pool(chunks(n_pool, cfg["p"], cfg["chunk"], seed=2), prec, cfg["k"])
+    top = stream_pool(prec, chunks(n_pool, cfg["p"], cfg["chunk"], seed=2), cfg["k"])
     secs = time.perf_counter() - t0
     return dict(n_pool=n_pool, k=len(top), rss_before_pass_mib=round(base, 1),
                 pass_peak_mib=round(_rss_mib("VmHWM"), 1),

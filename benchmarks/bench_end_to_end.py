@@ -112,7 +112,7 @@ def child_loading(n: int, workers: int) -> dict:
 def child_scoring(n: int) -> dict:
     import torch
 
-    from al_lightning.acquisition import PVStrategy, build_precision, gram_partial
+    from al_lightning.acquisition import PVStrategy, ShortlistLCMD, build_precision, gram_partial
     from al_lightning.acquisition.callback import merged_shortlist
     from al_lightning.acquisition.pv import PVScorer
     from al_lightning.acquisition.strategies import AcquisitionContext
@@ -125,7 +125,7 @@ def child_scoring(n: int) -> dict:
     train = torch.randn(1000, p, generator=gen, dtype=torch.float64) * scale
     gram = gram_partial(train)
     precision = build_precision(gram, rel_lambda=1e-3)
-    strategy = PVStrategy(mode="pv_lcmd", shortlist=k, calibration=False)
+    strategy = PVStrategy(selector=ShortlistLCMD(k), calibration=False)
     scorer = PVScorer(strategy, None, k, precision, torch.cat([train[:200], train[200:400]], 1), gram,
                       torch.float32 if precision.float32_error_bound(gram.gram) <= 1e-3 else torch.float64,
                       precision.float32_error_bound(gram.gram), 0.0)
@@ -162,7 +162,7 @@ def _timed_pass(module, dm, sampler, spec=None) -> float:
 def child_e2e(n: int, kind: str, workers: int, batch: int = 16) -> dict:
     import numpy as np
 
-    from al_lightning.acquisition import AcquisitionContext, PVStrategy, select
+    from al_lightning.acquisition import AcquisitionContext, PVStrategy, ShortlistLCMD, select
     from al_lightning.data.batches import ShardBatches
     from al_lightning.acquisition.pv import PVScorer
 
@@ -184,7 +184,7 @@ def child_e2e(n: int, kind: str, workers: int, batch: int = 16) -> dict:
         return res
 
     PVScorer.score = timed
-    strategy = PVStrategy(mode="pv_lcmd", feature_kind=kind, shortlist=240, batch_size=batch, calibration=False)
+    strategy = PVStrategy(features=kind, selector=ShortlistLCMD(240), batch_size=batch, calibration=False)
     ctx = AcquisitionContext(module, dm, 0, 0, 30, dm.candidate_ids())
     t0 = time.perf_counter()
     sel = select(strategy, ctx)

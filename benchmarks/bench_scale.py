@@ -81,7 +81,7 @@ def _loading_seconds(dm, sampler) -> float:
 def child_scale(n: int, k: int, b: int, yardsticks: str = "yes", device: str = "cpu") -> dict:
     import torch
 
-    from al_lightning.acquisition import AcquisitionContext, PVStrategy, select
+    from al_lightning.acquisition import AcquisitionContext, PVStrategy, ShortlistLCMD, select
     from al_lightning.acquisition.callback import pool_sampler
     from al_lightning.acquisition.pass_state import PassCheckpoint
     from al_lightning.acquisition.pv import PVScorer
@@ -94,7 +94,7 @@ def child_scale(n: int, k: int, b: int, yardsticks: str = "yes", device: str = "
     io.extxyz_index(path)
     row = {"n": n, "K": k, "B": b, "kind": "ntk_ef", "device": device, "seconds": {"index": time.perf_counter() - t0}}
     module, dm = datamodule(n)
-    strategy = PVStrategy(mode="pv_lcmd", feature_kind="ntk_ef", shortlist=k, calibration=False)
+    strategy = PVStrategy(features="ntk_ef", selector=ShortlistLCMD(k), calibration=False)
     ctx = AcquisitionContext(module, dm, 0, 0, b, dm.candidate_ids(), device=torch.device(device))
     scorer_like = type("S", (), {"batch_size": strategy.batch_size, "batch_atoms": strategy.batch_atoms})
     sampler = pool_sampler(ctx, scorer_like)

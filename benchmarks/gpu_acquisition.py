@@ -35,7 +35,7 @@ import al_lightning  # noqa: E402,F401  (mace before e3nn)
 from bench_acquisition import chunks, precision  # noqa: E402
 from bench_features import build_model, make_batch, run_model, slabs, sync  # noqa: E402
 
-from al_lightning.features import FeatureSpec, pool_step, resolve_params  # noqa: E402
+from al_lightning.features import NTKEnergyForce  # noqa: E402
 
 FULL = dict(structures=20_000, pool=200_000, p=1024, k=50_000, b=1250, batch=32, n_train=2000, chunk=8192,
             model=dict(hidden="128x0e+128x1o", max_ell=3, correlation=3, r_max=6.0, mlp="16x0e", radial=[64, 64, 64]))
@@ -46,16 +46,16 @@ QUICK = dict(structures=16, pool=20_000, p=128, k=2000, b=50, batch=4, n_train=2
 def bench_features(cfg: dict, device: str) -> dict:
     """Seconds per structure of NTK-EF (direction) pool rows; batches are built once up front."""
     model = build_model(**cfg["model"]).to(device)
-    spec = FeatureSpec(kind="ntk_ef", params=resolve_params(model, "readouts"), force_mode="direction")
+    features = NTKEnergyForce(params="readouts", force_mode="direction", sketch_dim=None).prepare(model)
     n_unique = min(cfg["structures"], 256)  # distinct slabs, reused: graph building is not timed
     batches = [make_batch(slabs(cfg["batch"], seed=s), cfg["model"]["r_max"], device)
                for s in range(max(1, n_unique // cfg["batch"]))]
-    pool_step(model, batches[0], spec)  # warm-up (kernels, caches)
+    features.rows(model, batches[0])  # warm-up (kernels, caches)
     sync(device)
     n_batches = max(1, cfg["structures"] // cfg["batch"])
     t0 = time.perf_counter()
     for i in range(n_batches):
-        rows = pool_step(model, batches[i % len(batches)], spec)
+        rows = features.rows(model, batches[i % len(batches)])
     sync(device)
     dt = time.perf_counter() - t0
     return {"structures": n_batches * cfg["batch"], "seconds": dt, "s_per_structure": dt / (n_batches * cfg["batch"]),
@@ -65,7 +65,7 @@ def bench_features(cfg: dict, device: str) -> dict:
 def bench_pv_lcmd(cfg: dict, device: str) -> dict:
     """The engine's own path on synthetic rows: PVScorer (float64 factor, float32 solves when the
     bound allows) → StreamingTopK on the device → merged_shortlist → LCMD of B (scorer.choose)."""
-    from al_lightning.acquisition import AcquisitionContext, PVStrategy, gram_partial
+    from al_lightning.acquisition import AcquisitionContext, PVStrategy, ShortlistLCMD, gram_partial
     from al_lightning.acquisition.callback import merged_shortlist
     from al_lightning.acquisition.pv import PVScorer
     from al_lightning.acquisition.topk import StreamingTopK
@@ -75,7 +75,7 @@ def bench_pv_lcmd(cfg: dict, device: str) -> dict:
     train = next(chunks(cfg["n_train"], cfg["p"], cfg["n_train"], seed=7))[1].double()
     gram = gram_partial(train)
     bound = prec.float32_error_bound(gram.gram.to(device))
-    strategy = PVStrategy(shortlist=cfg["k"], calibration=False)
+    strategy = PVStrategy(selector=ShortlistLCMD(cfg["k"]), calibration=False)
     scorer = PVScorer(strategy, None, cfg["k"], prec, train.to(device), gram,
                       torch.float32 if bound <= 1e-3 else torch.float64, bound, 0.0)
     ctx = AcquisitionContext(None, None, 0, 0, cfg["b"], None, device=torch.device(device))

@@ -1,5 +1,6 @@
-"""Plug-in points used the way a user would: a source and an oracle of their own, outside the
-package (examples/plugins/my_plugins.py), given by import path, run a smoke campaign."""
+"""Plug-in points used the way a user would: a source, an oracle, a feature map and a selector of
+their own, outside the package (examples/plugins/my_plugins.py), given by import path, run a smoke
+campaign."""
 
 import json
 import sys
@@ -36,7 +37,11 @@ def test_own_source_reads_what_the_ase_reader_reads(tmp_path, tiny_paths, my_plu
         np.testing.assert_allclose(ours[i].arrays[K.REF_FORCES], ase[i].arrays[K.REF_FORCES])
 
 
-def test_smoke_campaign_with_own_source_and_oracle(tmp_path, tiny_paths, my_plugins, monkeypatch):
+OWN_RULE = ("{features: my_plugins.CompositionFeatures, "
+            "selector: {class_path: my_plugins.ScoreProportional, init_args: {shortlist: 20}}}")
+
+
+def test_smoke_campaign_with_own_source_oracle_features_and_selector(tmp_path, tiny_paths, my_plugins, monkeypatch):
     monkeypatch.chdir(tmp_path)
     npz = tmp_path / "pool.npz"
     my_plugins.to_npz(str(tiny_paths["pool"]), str(npz))
@@ -44,9 +49,23 @@ def test_smoke_campaign_with_own_source_and_oracle(tmp_path, tiny_paths, my_plug
     files_arg = "{" + ", ".join(f"{k}: {v}" for k, v in files.items()) + f", pool: {{path: {npz}, format: my_plugins.NPZSource}}}}"
     out = tmp_path / "c"
     code = main(["fit", "-c", SMOKE, "--data.emt=null", f"--data.files={files_arg}", "--trainer.max_epochs=1",
-                 "--campaign.rounds=1", "--campaign.oracle=my_plugins.EMTOracle", f"--campaign.campaign_dir={out}"])
+                 "--campaign.rounds=1", "--campaign.oracle=my_plugins.EMTOracle", "--campaign.strategy=pv",
+                 f"--campaign.strategy_kwargs={OWN_RULE}", f"--campaign.campaign_dir={out}"])
     assert code == 0
     state = json.loads((out / "campaign.json").read_text())
+    # the rule that ran is the user's: its own draw out of the user's map's 20 best PV scores
+    from al_lightning.acquisition import build_strategy
+
+    strategy = build_strategy("pv", {"features": "my_plugins.CompositionFeatures",
+                                     "selector": {"class_path": "my_plugins.ScoreProportional",
+                                                  "init_args": {"shortlist": 20}}})
+    assert type(strategy.features).__name__ == "CompositionFeatures"
+    assert type(strategy.selector).__name__ == "ScoreProportional"
+    from ase.io import read
+
+    n_elements = len({z for a in read(tiny_paths["pool"], ":") for z in a.numbers})
+    # the PV ran on the user's features: at most one dimension per element fraction plus the force column
+    assert 0 < state["rounds"][0]["acquisition"]["pv/effective_dimension"] <= n_elements + 1
     calls = [json.loads(x) for x in (out / "oracle_calls.jsonl").read_text().splitlines()]
     assert sorted(c["id"] for c in calls) == sorted(state["rounds"][0]["selected_ids"]) and len(calls) == 8
 

@@ -2,9 +2,11 @@
 the pure maths for users who bring their own features.
 
 - strategies (configure by ``class_path`` or short name, :func:`build_strategy`):
-  :class:`RandomStrategy`, :class:`PVStrategy` (``pv_topb``, ``pv_lcmd``, ``lcmd``),
+  :class:`RandomStrategy`, :class:`PVStrategy` (a feature map × a selector; short names
+  ``pv_topb``, ``pv_lcmd``, ``lcmd``),
   :class:`CommitteeStrategy` (``committee_e``, ``committee_f``); offline controls
   :class:`OracleStrategy` (``oracle_error``) and :class:`SystemSampler` (``one_per_system``);
+- selectors (:class:`Selector`: :class:`TopB`, :class:`LCMD`, :class:`ShortlistLCMD`, your own);
 - the engine: :class:`AcquisitionCallback` (strategy → pool predict → top-K → LCMD → oracle),
   :func:`select` (the same without Lightning or labeling);
 - maths: :func:`posterior_variance` ``(pool, train, lam) -> (n_pool,)``, :func:`select_lcmd`
@@ -19,17 +21,16 @@ from al_lightning.acquisition.lcmd import select_lcmd, select_lcmd_ids
 from al_lightning.acquisition.posterior import (
     GramPartial,
     Precision,
-    PrecisionAccumulator,
     build_precision,
     cholesky_with_jitter,
     gram_partial,
     posterior_variance,
-    sum_partials,
 )
 from al_lightning.acquisition.pv import PVStrategy
+from al_lightning.acquisition.selectors import LCMD, SELECTORS, Selector, ShortlistLCMD, TopB, build_selector
 from al_lightning.acquisition.strategies import (AcquisitionContext, PoolScorer, RandomStrategy, Selection,
                                                  Strategy)
-from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk, rank_order, score_pool
+from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk, rank_order
 
 __all__ = [
     "AcquisitionCallback",
@@ -37,12 +38,17 @@ __all__ = [
     "AcquisitionResult",
     "CommitteeStrategy",
     "GramPartial",
+    "LCMD",
+    "SELECTORS",
+    "Selector",
+    "ShortlistLCMD",
+    "TopB",
+    "build_selector",
     "HandoffPending",
     "OracleStrategy",
     "PVStrategy",
     "PoolScorer",
     "Precision",
-    "PrecisionAccumulator",
     "RandomStrategy",
     "Selection",
     "Strategy",
@@ -56,11 +62,9 @@ __all__ = [
     "merge_topk",
     "posterior_variance",
     "rank_order",
-    "score_pool",
     "select",
     "select_lcmd",
     "select_lcmd_ids",
     "strategy_label",
     "strategy_names",
-    "sum_partials",
 ]

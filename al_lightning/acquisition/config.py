@@ -77,7 +77,7 @@ def strategy_label(spec: StrategySpec) -> str:
 
 def _options(cls: Type[Strategy]) -> List[str]:
     return [n for n, p in inspect.signature(cls.__init__).parameters.items()
-            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)] + list(cls.shorthands)
 
 
 def build_strategy(spec: StrategySpec, options: Optional[Dict[str, Any]] = None) -> Strategy:
@@ -106,4 +106,4 @@ def build_strategy(spec: StrategySpec, options: Optional[Dict[str, Any]] = None)
     if unknown:
         raise ValueError(f"campaign.strategy_kwargs {unknown} are not options of {label!r} "
                          f"({cls.__module__}.{cls.__qualname__}); allowed: {sorted(set(allowed) - set(fixed))}")
-    return cls(**args)
+    return cls(**cls.translate(args))

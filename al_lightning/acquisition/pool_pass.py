@@ -24,7 +24,7 @@ from al_lightning.acquisition.distributed import Comm, ordered_sum, to_cpu
 from al_lightning.acquisition.posterior import GramPartial, Precision, build_precision, gram_partial
 from al_lightning.acquisition.predict import predict_batches
 from al_lightning.data.batches import ShardBatches
-from al_lightning.features import FeatureSpec
+from al_lightning.features import FeatureMap
 from al_lightning.model.metrics import free_atom_mean
 
 
@@ -32,15 +32,14 @@ from al_lightning.model.metrics import free_atom_mean
 class _TrainPart:
     """Partial Gram of some batches with their LCMD vectors, in batch order (CPU, float64)."""
 
-    gram: Tensor
-    n_rows: int
+    gram: GramPartial
     lcmd: Tensor
 
     def __add__(self, other: "_TrainPart") -> "_TrainPart":
-        return _TrainPart(self.gram + other.gram, self.n_rows + other.n_rows, torch.cat([self.lcmd, other.lcmd]))
+        return _TrainPart(self.gram + other.gram, torch.cat([self.lcmd, other.lcmd]))
 
 
-def training_side(ctx, spec: FeatureSpec, rel_lambda: float, batch_size: int
+def training_side(ctx, spec: FeatureMap, rel_lambda: float, batch_size: int
                   ) -> Tuple[Precision, Tensor, GramPartial]:
     """(Precision on ``ctx.device``, LCMD vectors (n_T, d) float64 on ``ctx.device``, the Gram),
     the same on every rank. Partials cross ranks on the CPU (object collectives)."""
@@ -52,15 +51,13 @@ def training_side(ctx, spec: FeatureSpec, rel_lambda: float, batch_size: int
 
     def partial_of(b: int) -> _TrainPart:  # called for this rank's batches, in order
         _, rows = next(mine)
-        part = gram_partial(rows.rows)
-        return _TrainPart(part.gram.cpu(), part.n_rows, rows.lcmd.to(torch.float64).cpu())
+        return _TrainPart(to_cpu(gram_partial(rows.rows)), rows.lcmd.to(torch.float64).cpu())
 
     total = ordered_sum(ctx.comm, len(sampler.batches), partial_of)
-    gram = GramPartial(gram=total.gram, n_rows=total.n_rows)
-    return build_precision(gram, rel_lambda=rel_lambda).to(ctx.device), total.lcmd.to(ctx.device), gram
+    return build_precision(total.gram, rel_lambda=rel_lambda).to(ctx.device), total.lcmd.to(ctx.device), total.gram
 
 
-def split_calibration(ctx, split: str, spec: FeatureSpec, precision: Precision, batch_size: int,
+def split_calibration(ctx, split: str, spec: FeatureMap, precision: Precision, batch_size: int,
                       score_dtype: torch.dtype = torch.float64) -> Tuple[np.ndarray, np.ndarray]:
     """(PV, force MAE on free atoms) per structure of a labeled split, gathered by id order."""
     dataset = ctx.datamodule.split_dataset(split)

@@ -8,29 +8,25 @@ which equals the kernel-space posterior variance k(x,x) − k_xT (K_TT + λI)⁻
 
 Determinism across ranks (§6): each *batch* of training rows gives a float64 partial Gram
 (:func:`gram_partial`); partials are added in increasing batch index
-(:func:`sum_partials`), so any distribution of batches over ranks that gathers all
-partials yields a bitwise-identical Λ. Everything here is pure torch, float64 for Λ.
+(:func:`~al_lightning.acquisition.distributed.ordered_sum` of ``GramPartial + GramPartial``), so any
+distribution of batches over ranks yields a bitwise-identical Λ. Everything here is pure torch, float64 for Λ.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
-
 import torch
 from torch import Tensor
 
 __all__ = [
     "GramPartial",
     "Precision",
-    "PrecisionAccumulator",
     "as_rows",
     "build_precision",
     "cholesky_with_jitter",
     "gram_partial",
     "posterior_variance",
-    "sum_partials",
 ]
 
 DEFAULT_REL_LAMBDA = 1e-3
@@ -68,96 +64,18 @@ class GramPartial:
     def trace(self) -> float:
         return float(self.gram.diagonal().sum())
 
+    def __add__(self, other: "GramPartial") -> "GramPartial":
+        """The one addition rule of every Gram sum (folded in batch order by ``ordered_sum``)."""
+        if other.p != self.p:
+            raise ValueError(f"partial sums have different p: {self.p} and {other.p}")
+        return GramPartial(gram=self.gram + other.gram, n_rows=self.n_rows + other.n_rows)
+
 
 def gram_partial(rows: Tensor) -> GramPartial:
     """Float64 ΦᵀΦ of one batch. rows: (n, p) or (n, r, p) → GramPartial over n·r rows."""
     phi = as_rows(rows, "training rows")
     phi = phi.reshape(-1, phi.shape[-1]).to(torch.float64)
     return GramPartial(gram=phi.T @ phi, n_rows=int(phi.shape[0]))
-
-
-def _fold(acc: Tensor | None, part: GramPartial) -> Tensor:
-    """acc + part.gram (the single addition rule used by every summation path)."""
-    return part.gram.clone() if acc is None else acc.add_(part.gram)
-
-
-def sum_partials(partials: Iterable[tuple[int, GramPartial]]) -> GramPartial:
-    """Sum (batch_index, partial) pairs in increasing batch index, whatever the input order.
-
-    Bitwise identical for any sharding of the batches over ranks. Raises ValueError on an
-    empty input, duplicate batch indices or mismatched p.
-    """
-    items = sorted(partials, key=lambda item: int(item[0]))
-    if not items:
-        raise ValueError("sum_partials needs at least one (batch_index, partial)")
-    idx = [int(i) for i, _ in items]
-    if len(set(idx)) != len(idx):
-        raise ValueError(f"duplicate batch indices in partial sums: {sorted(idx)}")
-    p = items[0][1].p
-    acc = _fold(None, items[0][1])
-    n_rows = items[0][1].n_rows
-    for _, part in items[1:]:
-        if part.p != p:
-            raise ValueError(f"partial sums have different p: {p} and {part.p}")
-        acc = _fold(acc, part)
-        n_rows += part.n_rows
-    return GramPartial(gram=acc, n_rows=n_rows)
-
-
-class PrecisionAccumulator:
-    """Adds float64 ΦᵀΦ batch by batch in batch-index order.
-
-    ``keep_partials=False`` (one process): batches must arrive in strictly increasing index
-    and are folded at once (memory p²). ``keep_partials=True`` (one rank of several): each
-    batch's partial is kept for an all-gather; :func:`sum_partials` over all ranks' partials
-    equals the one-process running sum bitwise.
-    """
-
-    def __init__(self, p: int, keep_partials: bool = False) -> None:
-        if p <= 0:
-            raise ValueError(f"p must be positive, got {p}")
-        self.p = p
-        self.keep_partials = keep_partials
-        self._parts: dict[int, GramPartial] = {}
-        self._acc: Tensor | None = None
-        self._n_rows = 0
-        self._last = -1
-
-    def add(self, batch_index: int, rows: Tensor) -> GramPartial:
-        """Add one batch. rows: (n, p) or (n, r, p). Returns the batch's partial."""
-        part = gram_partial(rows)
-        if part.p != self.p:
-            raise ValueError(f"rows have p = {part.p}, accumulator expects {self.p}")
-        b = int(batch_index)
-        if self.keep_partials:
-            if b in self._parts:
-                raise ValueError(f"batch {b} added twice")
-            self._parts[b] = part
-        else:
-            if b <= self._last:
-                raise ValueError(f"batch {b} after batch {self._last}: indices must increase")
-            self._acc = _fold(self._acc, part)
-            self._n_rows += part.n_rows
-            self._last = b
-        return part
-
-    def partials(self) -> list[tuple[int, GramPartial]]:
-        """The kept (batch_index, partial) pairs in batch order (keep_partials=True only)."""
-        if not self.keep_partials:
-            raise ValueError("partials are only kept with keep_partials=True")
-        return sorted(self._parts.items())
-
-    def total(self) -> GramPartial:
-        """Sum over the batches seen (zeros if none)."""
-        if self.keep_partials:
-            if self._parts:
-                return sum_partials(self._parts.items())
-        elif self._acc is not None:
-            return GramPartial(gram=self._acc.clone(), n_rows=self._n_rows)
-        return GramPartial(gram=torch.zeros(self.p, self.p, dtype=torch.float64), n_rows=0)
-
-    def precision(self, rel_lambda: float = DEFAULT_REL_LAMBDA) -> "Precision":
-        return build_precision(self.total(), rel_lambda=rel_lambda)
 
 
 def cholesky_with_jitter(a: Tensor, max_tries: int = 8) -> tuple[Tensor, float]:

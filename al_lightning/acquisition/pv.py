@@ -1,141 +1,130 @@
-"""Posterior-variance strategies (docs/design.md §5): ``pv_topb``, ``pv_lcmd`` (default), ``lcmd``.
+"""Posterior-variance strategy (docs/design.md §5): features → transforms → selection.
 
-1. training rows of the labeled set → Λ (float64, batch-ordered sums) and LCMD centres;
-2. pool shards → PV scores → running top-K (K = B for ``pv_topb``, all candidates for
-   ``lcmd``, ``shortlist`` for ``pv_lcmd``) → merged on every rank;
-3. rank 0: top B (``pv_topb``) or LCMD of B on the shortlist ordered by id.
-Any feature kind of :mod:`al_lightning.features` (``ntk_e``, ``ntk_f``, ``ntk_ef``,
-``activation``, ``descriptor``); rows scaled by the training loss weights √w_E, √w_F.
+1. the feature map's rows of the labeled set → Λ (float64, batch-ordered sums) and LCMD centres;
+2. pool shards → PV scores (none when the selector needs none) and LCMD vectors (raw, or whitened
+   ψ = √λ L⁻¹φ) → running top-K (K = the selector's shortlist size) → merged on every rank;
+3. rank 0: the selector chooses B (top-B, LCMD on the shortlist, LCMD over the pool, your own).
+
+Short names (``campaign.strategy``): ``pv_lcmd`` (the default: PV shortlist + LCMD), ``pv_topb``,
+``lcmd`` (LCMD over the whole pool, no PV), ``pv`` (features and selector from the options). The options of configs written before the feature maps
+and selectors existed (``feature_kind``, ``params``, ``pool_force_mode``, …, ``mode``, ``shortlist``)
+are shorthands that :meth:`PVStrategy.translate` turns into ``features`` and ``selector``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Any, ClassVar, Dict, List, Optional, Union
+from typing import Any, ClassVar, Dict, Tuple, Union
 
 import numpy as np
 import torch
 
-from al_lightning.acquisition.lcmd import select_lcmd_ids
 from al_lightning.acquisition.posterior import GramPartial, Precision
 from al_lightning.acquisition.pool_pass import LogHistogram, split_calibration, training_side
+from al_lightning.acquisition.selectors import SELECTORS, Selector, build_selector
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
-from al_lightning.features import FEATURE_KINDS, FORCE_MODES, FeatureSpec, TensorSketch, resolve_params
+from al_lightning.features import FEATURE_MAPS, FeatureMap, build_feature_map
 
-MODES = ("pv_topb", "pv_lcmd", "lcmd")
+MODES = {"pv_topb": "top_b", "pv_lcmd": "shortlist_lcmd", "lcmd": "lcmd"}  # mode → selector
+FEATURE_SHORTHANDS = {"params": "params", "pool_force_mode": "force_mode", "pool_probes": "n_probes",
+                      "train_force_mode": "train_force_mode", "train_probes": "train_probes",
+                      "sketch_dim": "sketch_dim", "feature_seed": "seed"}
 SCORE_DTYPES = ("auto", "float64", "float32")
 FLOAT32_TOLERANCE = 1e-3  # "auto": float32 solves when the PV error bound is below this
 
 
 class PVStrategy(Strategy):
-    """Feature-space posterior variance with a streaming shortlist and optional LCMD.
+    """Feature-space posterior variance of a feature map, then a selector.
 
-    Defaults (params readouts+products, sketch_dim 1024, rel_lambda 0.1, shortlist 6 % of the
-    candidates, whitened LCMD, 16 training probes) are the ablation's choice
-    (docs/results/ablation/: stage-1 winner, and the best finalist of stage 2 — where, on the
-    tuning benchmark, no PV finalist beat random).
+    Defaults (NTK-EF of readouts+products sketched to 1024, rel_lambda 0.1, a 6 % shortlist, whitened
+    LCMD, 16 training probes) are the ablation's choice (docs/results/ablation/).
 
     Args:
-        feature_kind: one of ``ntk_e``, ``ntk_f``, ``ntk_ef`` (default), ``activation``, ``descriptor``.
-        params: parameter subset of the NTK (preset ``readouts``, ``readouts+products``, or patterns).
-        pool_force_mode / pool_probes: force rows of pool structures (cheap: ``direction``).
-        train_force_mode / train_probes: force rows of the labeled set (``probes`` ≥ 16 or ``exact``).
+        features: a :class:`~al_lightning.features.FeatureMap`: ``ntk_e``, ``ntk_f``, ``ntk_ef``
+            (default), ``activation``, ``descriptor``, or ``{class_path: …, init_args: …}``.
+        selector: a :class:`~al_lightning.acquisition.selectors.Selector`: ``shortlist_lcmd``
+            (default), ``top_b``, ``lcmd``, or ``{class_path: …, init_args: …}``.
         rel_lambda: λ = rel_lambda · mean kernel diagonal of the training rows.
-        shortlist: K of ``pv_lcmd``: a count, or a fraction of the candidates when < 1 (e.g. 0.06:
-            6 % of the pool, at least B). lcmd_space: ``raw`` or ``whitened`` (ψ = √λ L⁻¹φ).
+        lcmd_space: vectors LCMD sees: ``raw`` φ or ``whitened`` ψ = √λ L⁻¹φ.
         batch_size: structures per feature batch. batch_atoms: pool batches by an atom budget
             (``auto``: batch_size × the pool's mean atoms per structure; an int; None: fixed
-            batches of batch_size). sketch_dim: tensor-sketch the NTK to this size.
+            batches of batch_size).
         calibration: log Spearman(PV, actual force error) on each test split.
         score_dtype: precision of the pool-side solve ψ = L⁻¹φ (the factor is always float64):
             ``float64``, ``float32``, or ``auto`` (float32 when its error bound
             2·κ(L)·√p·u₃₂ is below 1e-3, logged as ``pv/float32_error_bound``).
     """
 
-    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {m: {"mode": m} for m in MODES}
+    aliases: ClassVar[Dict[str, Dict[str, Any]]] = {"pv": {}, **{m: {"mode": m} for m in MODES}}
+    shorthands: ClassVar[Tuple[str, ...]] = ("mode", "shortlist", "feature_kind", *FEATURE_SHORTHANDS)
 
-    def __init__(self, mode: str = "pv_lcmd", feature_kind: str = "ntk_ef",
-                 params: Union[str, List[str]] = "readouts+products", pool_force_mode: str = "direction",
-                 pool_probes: int = 4, train_force_mode: str = "probes", train_probes: int = 16,
-                 rel_lambda: float = 0.1, shortlist: Union[int, float] = 0.06, lcmd_space: str = "whitened",
-                 batch_size: int = 64, batch_atoms: Union[int, str, None] = "auto", sketch_dim: Optional[int] = 1024, feature_seed: int = 0,
+    def __init__(self, features: Union[str, Dict[str, Any], FeatureMap] = "ntk_ef",
+                 selector: Union[str, Dict[str, Any], Selector] = "shortlist_lcmd", rel_lambda: float = 0.1,
+                 lcmd_space: str = "whitened", batch_size: int = 64, batch_atoms: Union[int, str, None] = "auto",
                  calibration: bool = True, score_dtype: str = "auto") -> None:
-        checks = [(mode in MODES, f"mode must be one of {MODES}"),
-                  (feature_kind in FEATURE_KINDS, f"feature_kind must be one of {FEATURE_KINDS}, got {feature_kind!r}"),
-                  (pool_force_mode in FORCE_MODES, f"pool_force_mode must be one of {FORCE_MODES}"),
-                  (train_force_mode in FORCE_MODES, f"train_force_mode must be one of {FORCE_MODES}"),
-                  (pool_probes >= 1 and train_probes >= 1, "pool_probes and train_probes must be >= 1"),
-                  (rel_lambda > 0, f"rel_lambda must be > 0, got {rel_lambda}"),
-                  (shortlist >= 1 or 0 < shortlist < 1, f"shortlist must be >= 1 or a fraction in (0, 1), got {shortlist}"),
+        checks = [(rel_lambda > 0, f"rel_lambda must be > 0, got {rel_lambda}"),
                   (lcmd_space in ("raw", "whitened"), f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}"),
                   (batch_size >= 1, f"batch_size must be >= 1, got {batch_size}"),
                   (batch_atoms in (None, "auto") or (isinstance(batch_atoms, int) and batch_atoms >= 1),
                    f"batch_atoms must be 'auto', null or an int >= 1, got {batch_atoms!r}"),
-                  (sketch_dim is None or sketch_dim >= 1, f"sketch_dim must be >= 1, got {sketch_dim}"),
                   (score_dtype in SCORE_DTYPES, f"score_dtype must be one of {SCORE_DTYPES}, got {score_dtype!r}")]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(f"strategy {mode}: {msg}")
-        self.mode, self.name = mode, mode
-        self.feature_kind, self.params = feature_kind, params
-        self.pool_force_mode, self.pool_probes = pool_force_mode, pool_probes
-        self.train_force_mode, self.train_probes = train_force_mode, train_probes
-        self.rel_lambda, self.shortlist, self.lcmd_space = rel_lambda, shortlist, lcmd_space
+                raise ValueError(f"strategy pv: {msg}")
+        self.features, self.selector = build_feature_map(features), build_selector(selector)
+        self.rel_lambda, self.lcmd_space = rel_lambda, lcmd_space
         self.batch_size, self.batch_atoms = batch_size, batch_atoms
-        self.sketch_dim, self.feature_seed = sketch_dim, feature_seed
         self.calibration, self.score_dtype = calibration, score_dtype
 
-    def shortlist_size(self, n_candidates: int, budget: int) -> int:
-        """K for this many candidates: the count, or max(B, ⌈fraction · n⌉), at most n."""
-        if self.shortlist < 1:
-            return min(n_candidates, max(budget, math.ceil(self.shortlist * n_candidates)))
-        return min(int(self.shortlist), n_candidates)
+    @classmethod
+    def translate(cls, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The shorthand options → ``features`` / ``selector`` specs (``shortlist`` counts only for
+        ``pv_lcmd``, NTK options only for NTK maps, as before the components)."""
+        args = dict(args)
+        kind = args.pop("feature_kind", None)
+        flat = {new: args.pop(old) for old, new in FEATURE_SHORTHANDS.items() if old in args}
+        if kind is not None or flat:
+            if "features" in args:
+                raise ValueError("strategy pv: give features or the shorthands (feature_kind, params, …), not both")
+            if (kind or "ntk_ef") not in FEATURE_MAPS:
+                raise ValueError(f"strategy pv: feature_kind must be one of {tuple(FEATURE_MAPS)}, got {kind!r}")
+            kind = kind or "ntk_ef"
+            args["features"] = {"class_path": FEATURE_MAPS[kind], "init_args": flat if kind.startswith("ntk") else {}}
+        mode, shortlist = args.pop("mode", None), args.pop("shortlist", None)
+        if mode is not None or shortlist is not None:
+            if "selector" in args:
+                raise ValueError("strategy pv: give selector or the shorthands (mode, shortlist), not both")
+            if (mode or "pv_lcmd") not in MODES:
+                raise ValueError(f"strategy pv: mode must be one of {tuple(MODES)}, got {mode!r}")
+            mode = mode or "pv_lcmd"
+            init = {"shortlist": shortlist} if shortlist is not None and mode == "pv_lcmd" else {}
+            args["selector"] = {"class_path": SELECTORS[MODES[mode]], "init_args": init}
+        return args
 
     def check(self, budget: int, n_candidates: int) -> None:
         super().check(budget, n_candidates)
-        if self.mode == "pv_lcmd" and self.shortlist >= 1 and self.shortlist < budget:
-            raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={budget}")
-
-    def _k(self, ctx: AcquisitionContext) -> int:
-        n = len(ctx.candidates)
-        if self.mode == "pv_topb":
-            return ctx.budget
-        if self.mode == "lcmd":
-            return n
-        if 1 <= self.shortlist < ctx.budget:
-            raise ValueError(f"strategy pv_lcmd: shortlist K={self.shortlist} is smaller than the budget B={ctx.budget}")
-        return self.shortlist_size(n, ctx.budget)
-
-    def specs(self, net: torch.nn.Module):
-        """(training-side spec, pool-side spec) sharing one resolved parameter subset and sketch."""
-        ntk = self.feature_kind.startswith("ntk")
-        params = resolve_params(net, self.params) if ntk else self.params
-        sketch = TensorSketch(self.sketch_dim, seed=self.feature_seed) if (self.sketch_dim and ntk) else None
-        common = dict(kind=self.feature_kind, params=params, seed=self.feature_seed, sketch=sketch)
-        return (FeatureSpec(force_mode=self.train_force_mode, n_probes=self.train_probes, **common),
-                FeatureSpec(force_mode=self.pool_force_mode, n_probes=self.pool_probes, **common))
+        self.selector.check(budget, n_candidates)
 
     def plan(self, ctx: AcquisitionContext) -> "PVScorer":
         """Training side: Λ of the labeled set's rows (and its LCMD centres), on ``ctx.device``."""
-        k = self._k(ctx)
-        train_spec, pool_spec = self.specs(ctx.module.net)
+        k = self.selector.shortlist_size(len(ctx.candidates), ctx.budget)
+        pool_map = self.features.prepare(ctx.module.net)
         t0 = time.perf_counter()
-        precision, train_lcmd, gram = training_side(ctx, train_spec, self.rel_lambda, self.batch_size)
+        precision, train_lcmd, gram = training_side(ctx, pool_map.training(), self.rel_lambda, self.batch_size)
         bound = precision.float32_error_bound(gram.gram)
         use32 = self.score_dtype == "float32" or (self.score_dtype == "auto" and bound <= FLOAT32_TOLERANCE)
-        return PVScorer(self, pool_spec, k, precision, train_lcmd, gram, torch.float32 if use32 else torch.float64,
+        return PVScorer(self, pool_map, k, precision, train_lcmd, gram, torch.float32 if use32 else torch.float64,
                         bound, time.perf_counter() - t0)
 
     def restore(self, ctx: AcquisitionContext, state: Dict[str, Any]) -> "PVScorer":
         """The scorer of :meth:`plan` from :meth:`PVScorer.state_dict` (no training-side pass)."""
-        _, pool_spec = self.specs(ctx.module.net)
         precision = Precision(**state["precision"]).to(ctx.device)
-        scorer = PVScorer(self, pool_spec, self._k(ctx), precision, state["train_lcmd"].to(ctx.device),
-                          GramPartial(**state["gram"]), getattr(torch, state["score_dtype"]), state["bound"],
-                          state["train_seconds"])
+        scorer = PVScorer(self, self.features.prepare(ctx.module.net),
+                          self.selector.shortlist_size(len(ctx.candidates), ctx.budget), precision,
+                          state["train_lcmd"].to(ctx.device), GramPartial(**state["gram"]),
+                          getattr(torch, state["score_dtype"]), state["bound"], state["train_seconds"])
         scorer.histogram.counts = state["histogram"].numpy().copy()
         return scorer
 
@@ -143,7 +132,7 @@ class PVStrategy(Strategy):
 class PVScorer(PoolScorer):
     """Pool side of :class:`PVStrategy`: each chunk scored once (PV → histogram and top-K)."""
 
-    def __init__(self, strategy: PVStrategy, spec: FeatureSpec, k: int, precision, train_lcmd, gram,
+    def __init__(self, strategy: PVStrategy, spec: FeatureMap, k: int, precision, train_lcmd, gram,
                  score_dtype: torch.dtype, bound: float, train_seconds: float) -> None:
         self.strategy, self.spec, self.k = strategy, spec, k
         self.batch_size, self.batch_atoms = strategy.batch_size, strategy.batch_atoms
@@ -152,10 +141,12 @@ class PVScorer(PoolScorer):
         self.histogram = LogHistogram()
 
     def score(self, batch: Any, out: Any):
-        scores = self.precision.score(out.rows, dtype=self.score_dtype)
         vectors = out.lcmd
         if self.strategy.lcmd_space == "whitened":
             vectors = self.precision.whiten_vectors(vectors)
+        if not self.strategy.selector.scored:  # the selector keeps every candidate: no PV to compute
+            return torch.zeros(len(out.ids), dtype=torch.float64, device=vectors.device), out.ids, vectors
+        scores = self.precision.score(out.rows, dtype=self.score_dtype)
         self.histogram.add(scores)  # last: an out-of-memory error above leaves the histogram as it was
         return scores, out.ids, vectors
 
@@ -167,23 +158,20 @@ class PVScorer(PoolScorer):
                 "train_seconds": self.train_seconds, "histogram": torch.from_numpy(self.histogram.counts.copy())}
 
     def choose(self, top: TopK, budget: int) -> np.ndarray:
-        if self.strategy.mode == "pv_topb":
-            return top.ids[:budget].cpu().numpy().astype(np.int64)
         centres = self.train_lcmd if self.strategy.lcmd_space == "raw" else self.precision.whiten_vectors(self.train_lcmd)
-        # duplicates in a pool can leave fewer distinct points than B: fill with the lowest ids
-        return select_lcmd_ids(top.ids, top.vectors, budget, train=centres if len(centres) else None,
-                               on_exhausted="fill").cpu().numpy()
+        return self.strategy.selector.choose(top, budget, centres)
 
     def diagnostics(self, ctx: AcquisitionContext, top: TopK, ids: np.ndarray) -> Dict[str, Any]:
         counts = self.histogram.merged(ctx.comm)
         eig = torch.linalg.eigvalsh(self.gram.gram).clamp_min(0)
         lam = self.precision.lam
         scalars = {"pv/lambda": lam, "pv/effective_dimension": float((eig / (eig + lam)).sum()),
-                   "pv/shortlist_threshold": float(top.scores.min()) if len(top) else float("nan"),
-                   "pv/pool_median": self.histogram.median(counts), "pv/float32_error_bound": self.bound,
-                   "pv/float32_scoring": float(self.score_dtype == torch.float32)}
-        histograms = {}
-        if ctx.comm.rank == 0 and len(ids):
+                   "pv/float32_error_bound": self.bound, "pv/float32_scoring": float(self.score_dtype == torch.float32)}
+        histograms, scored = {}, self.strategy.selector.scored
+        if scored:
+            scalars.update({"pv/shortlist_threshold": float(top.scores.min()) if len(top) else float("nan"),
+                            "pv/pool_median": self.histogram.median(counts)})
+        if scored and ctx.comm.rank == 0 and len(ids):
             chosen = top.scores[torch.isin(top.ids, torch.as_tensor(ids, device=top.ids.device))].cpu().numpy()
             scalars["pv/selected_median"] = float(np.median(chosen))
             histograms["pv/selected"] = chosen
@@ -195,4 +183,4 @@ class PVScorer(PoolScorer):
                 if len(pv) > 2:
                     scalars[f"calibration/{split}/spearman_pv_force_error"] = float(spearmanr(pv, err).statistic)
         return {"scalars": scalars, "histograms": histograms,
-                "raw_histograms": {"pv/pool": (self.histogram.edges, counts)}}
+                "raw_histograms": {"pv/pool": (self.histogram.edges, counts)} if scored else {}}

@@ -67,7 +67,7 @@ class Selection:
 class PoolScorer(ABC):
     """A strategy's view of the pool pass, built after its training side.
 
-    ``spec``: what the module's ``predict_step`` computes per pool batch (a FeatureSpec; None:
+    ``spec``: what the module's ``predict_step`` computes per pool batch (a FeatureMap; None:
     energies and forces); ``k``: shortlist size; ``batch_size``: structures per pool batch, or
     with ``batch_atoms`` set, the batches hold at most ``batch_atoms`` atoms (``auto``:
     batch_size × the pool's mean atoms per structure; None: fixed batches of batch_size);
@@ -103,11 +103,18 @@ class Strategy(ABC):
 
     ``aliases``: short config names of this class and the arguments they fix
     (``campaign.strategy: pv_lcmd`` ≡ ``class_path: al_lightning.acquisition.PVStrategy``,
-    ``init_args: {mode: pv_lcmd}``).
+    ``init_args: {mode: pv_lcmd}``); ``shorthands``: further option names :meth:`translate` turns
+    into ``__init__`` arguments (configs written before an option was restructured keep working).
     """
 
     name = "strategy"
     aliases: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    shorthands: ClassVar[Tuple[str, ...]] = ()  # options accepted besides __init__'s, for :meth:`translate`
+
+    @classmethod
+    def translate(cls, args: Dict[str, Any]) -> Dict[str, Any]:
+        """Configured options (``shorthands`` included) → ``__init__`` arguments; default: as given."""
+        return args
 
     def check(self, budget: int, n_candidates: int) -> None:
         """Refuse settings that cannot work (called before a campaign writes anything)."""

@@ -14,9 +14,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from al_lightning.acquisition.posterior import Precision
-
-__all__ = ["StreamingTopK", "TopK", "merge_topk", "rank_order", "score_pool"]
+__all__ = ["StreamingTopK", "TopK", "merge_topk", "rank_order"]
 
 
 def rank_order(scores: Tensor, ids: Tensor) -> Tensor:
@@ -188,34 +186,3 @@ def _gather_vectors(parts: Sequence[TopK], keep: Tensor) -> Tensor:
         out[mine] = vecs[keep[mine] - start].to(dtype=out.dtype, device=out.device)
         start += len(part)
     return out
-
-
-def score_pool(
-    chunks: Iterable[tuple[Tensor | Sequence[int], Tensor, Tensor | None]],
-    precision: Precision,
-    k: int,
-    lcmd_space: str = "raw",
-    vector_dtype: torch.dtype | None = torch.float32,
-    score_dtype: torch.dtype = torch.float64,
-) -> TopK:
-    """Stream (ids (n,), rows (n, p) | (n, r, p), lcmd_vectors (n, d) | None) chunks.
-
-    Scores each chunk's PV (solve in ``score_dtype``, float64 by default; see
-    :meth:`Precision.score`) and keeps the running top-k with the chunk's LCMD vectors
-    (``lcmd_space='whitened'``: ψ = √λ L⁻¹ per p-block, d = q·p) stored as
-    ``vector_dtype`` (None: as given). Holds no reference to a chunk once the next one
-    is requested, so a generator keeps at most two chunks alive.
-    """
-    if lcmd_space not in ("raw", "whitened"):
-        raise ValueError(f"lcmd_space must be 'raw' or 'whitened', got {lcmd_space!r}")
-    top = StreamingTopK(k, vector_dtype=vector_dtype)
-    for chunk in chunks:
-        ids, rows, vectors = chunk
-        del chunk
-        scores = precision.score(rows, dtype=score_dtype)
-        del rows
-        if vectors is not None and lcmd_space == "whitened":
-            vectors = precision.whiten_vectors(vectors)
-        top.update(scores, ids, vectors)
-        del ids, vectors, scores
-    return top.result()

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from al_lightning.acquisition.config import strategy_label
 from al_lightning.atomic import atomic_write
+from al_lightning.plugins import Component
 from al_lightning.oracle.factory import oracle_spec
 from al_lightning.campaign.plotting import SPLIT_COLOURS, SPLIT_LEGEND, ordered_splits, pyplot, save, scale_axis
 
@@ -34,6 +35,8 @@ def _jsonable(x):
         return float(x)
     if isinstance(x, (np.ndarray, torch.Tensor)):
         return x.tolist()
+    if isinstance(x, Component):  # a feature map or selector jsonargparse built from a class_path option
+        return x.spec()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 

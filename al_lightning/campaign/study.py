@@ -253,9 +253,12 @@ def collect(cfg: StudyConfig, out: Path) -> Dict:
 
 
 def auc(state: Dict, key: str) -> float:
-    """Area under the learning curve divided by its label range (= mean error over labels)."""
-    x = np.array([r["n_labeled"] for r in state["rounds"]], float)
-    y = np.array([r["metrics"].get(key, np.nan) for r in state["rounds"]], float)
+    """The one AUC of every table (analysis.endpoint_auc's definition): the area under the learning
+    curve over rounds 1..R divided by its label range (= the mean error over it; round 0 is shared by
+    every arm of a seed). A campaign with fewer than two such rounds: its last value."""
+    recs = [r for r in state["rounds"] if r["round"] >= 1] or state["rounds"][-1:]
+    x = np.array([r["n_labeled"] for r in recs], float)
+    y = np.array([r["metrics"].get(key, np.nan) for r in recs], float)
     if len(x) < 2:
         return float(y[-1])
     return mean_over_range(x, y)
@@ -335,8 +338,8 @@ def results_markdown(cfg: StudyConfig, table: Dict) -> str:
              f"{cut}mean ± std over each row's seeds (n: their number, of {cfg.seeds}); "
              f"Δ = paired difference to `{cfg.reference}` (same seed), "
              "± its 95% t-interval half width; negative Δ = lower error than the reference. "
-             "AUC = mean error over the learning curve, round 0 included (the prespecified endpoint, rounds 1..R, "
-             "is in analysis.md); time = fit + acquisition of the rounds shown. Energies eV/atom, forces eV/Å.", ""]
+             "AUC = mean error over the learning curve over rounds 1..R (the prespecified endpoint's definition, "
+             "as in analysis.md); time = fit + acquisition of the rounds shown. Energies eV/atom, forces eV/Å.", ""]
     for scen, strategies in table.items():
         splits = sorted({k.split("/")[0] for s in strategies.values() for k in s["metrics"]})
         for metric in ("forces_mae", "energy_mae"):

@@ -108,7 +108,7 @@ class MACEModule(pl.LightningModule):
         self.split_metrics = torch.nn.ModuleDict()
         self.eval_splits: List[str] = ["val"]
         self.initial_state: Optional[dict] = None
-        self.feature_spec = None  # set by :meth:`predicting_features` (acquisition passes)
+        self.feature_map = None  # set by :meth:`predicting_features` (acquisition passes)
 
     # ---------------------------------------------------------------- construction
     @property
@@ -247,28 +247,26 @@ class MACEModule(pl.LightningModule):
     def predict_step(self, batch, batch_idx: int = 0, dataloader_idx: int = 0):
         """One batch's predictions, detached and on the batch's device: ``{"energy": (G,),
         "forces": (N, 3)}``, or — inside :meth:`predicting_features` — the acquisition feature
-        rows of that spec (:class:`~al_lightning.features.PoolRows`: ids, rows, LCMD vectors,
+        rows of that map (:class:`~al_lightning.features.PoolRows`: ids, rows, LCMD vectors,
         energies and forces of the same forward; docs/design.md §4). Autograd is on (forces and
         NTK rows need it), so predict with ``Trainer(inference_mode=False)``."""
         with torch.enable_grad():
-            if self.feature_spec is None:
+            if self.feature_map is None:
                 out = self(batch)
                 return {K.OUT_ENERGY: out[K.OUT_ENERGY].detach(), K.OUT_FORCES: out[K.OUT_FORCES].detach()}
-            from al_lightning.features.pool import pool_step
-
-            rows = pool_step(self.net, batch, self.feature_spec, float(self.hparams.energy_weight),
-                             float(self.hparams.forces_weight))
+            rows = self.feature_map.rows(self.net, batch, float(self.hparams.energy_weight),
+                                         float(self.hparams.forces_weight))
         return type(rows)(*(t.detach() for t in rows))
 
     @contextlib.contextmanager
-    def predicting_features(self, spec):
-        """Within the block :meth:`predict_step` returns the feature rows of ``spec`` (a
-        :class:`~al_lightning.features.FeatureSpec`; None: plain predictions)."""
-        before, self.feature_spec = self.feature_spec, spec
+    def predicting_features(self, feature_map):
+        """Within the block :meth:`predict_step` returns the rows of ``feature_map`` (a
+        :class:`~al_lightning.features.FeatureMap`; None: plain predictions)."""
+        before, self.feature_map = self.feature_map, feature_map
         try:
             yield self
         finally:
-            self.feature_spec = before
+            self.feature_map = before
 
     def _log_split_metrics(self, splits: Sequence[str]) -> None:
         for split in splits:

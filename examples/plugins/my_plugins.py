@@ -3,7 +3,12 @@
 * :class:`NPZSource` — a structure source for a NumPy ``.npz`` archive (``data.format`` or a
   file's ``format``: ``my_plugins.NPZSource``), implementing ``StructureSource`` itself;
 * :class:`EMTOracle` — an oracle (``campaign.oracle: my_plugins.EMTOracle``) implementing
-  ``Oracle`` itself; here ASE's EMT stands in for a call to your own labeling service.
+  ``Oracle`` itself; here ASE's EMT stands in for a call to your own labeling service;
+* :class:`CompositionFeatures` — a feature map (``strategy_kwargs: {features: my_plugins.
+  CompositionFeatures}``) implementing ``FeatureMap`` itself: element fractions and the model's
+  mean force magnitude per structure;
+* :class:`ScoreProportional` — a selector (``strategy_kwargs: {selector: my_plugins.ScoreProportional}``)
+  implementing ``Selector`` itself: B of the K best-scored candidates, drawn with probability ∝ score.
 
 Convert an extxyz file to the archive format read here:
 
@@ -19,9 +24,13 @@ from typing import List, Sequence
 import numpy as np
 from ase import Atoms
 
+import torch
+
 from al_lightning import keys as K
+from al_lightning.acquisition import Selector, TopK
 from al_lightning.data.io import DataError, normalise
 from al_lightning.data.source import StructureSource
+from al_lightning.features import FeatureMap, PoolRows, compute_features
 from al_lightning.oracle import Oracle
 
 
@@ -78,6 +87,41 @@ class EMTOracle(Oracle):
             work.info[K.REF_ENERGY], work.arrays[K.REF_FORCES] = float(energy), np.array(forces)
             out.append(work)
         return out
+
+
+class CompositionFeatures(FeatureMap):
+    """One row per structure: its element fractions and ``force_scale`` × the model's mean |F|
+    (energies and forces of the same forward come with it, as the contract asks)."""
+
+    def __init__(self, force_scale: float = 1.0) -> None:
+        self.force_scale = force_scale
+
+    def rows(self, model, batch, w_energy: float = 1.0, w_forces: float = 1.0) -> PoolRows:
+        f = compute_features(model, batch, energy=False)  # no NTK: energies, forces and ids only
+        graph, attrs = batch[K.BATCH], batch[K.NODE_ATTRS].to(f.forces.dtype)
+        fractions = torch.zeros(len(f.ids), attrs.shape[1], dtype=attrs.dtype, device=attrs.device)
+        fractions.index_add_(0, graph, attrs)
+        force = torch.zeros(len(f.ids), dtype=attrs.dtype, device=attrs.device).index_add_(0, graph, f.forces.norm(dim=1))
+        n = f.n_atoms.to(attrs.dtype)
+        vec = torch.cat([fractions / n[:, None], self.force_scale * (force / n)[:, None]], dim=1)
+        return PoolRows(f.ids, vec[:, None, :], vec, f.energy, f.forces)
+
+
+class ScoreProportional(Selector):
+    """B of the ``shortlist`` best-scored candidates, drawn without replacement with probability ∝
+    score (seeded; uniform when every score is 0)."""
+
+    def __init__(self, shortlist: int = 100, seed: int = 0) -> None:
+        self.shortlist, self.seed = shortlist, seed
+
+    def shortlist_size(self, n_candidates: int, budget: int) -> int:
+        return min(n_candidates, max(budget, self.shortlist))
+
+    def choose(self, top: TopK, budget: int, centres=None) -> np.ndarray:
+        weights = np.maximum(top.scores.double().cpu().numpy(), 0.0)
+        weights = weights + 1e-12 * max(weights.max(initial=0.0), 1e-300)  # every candidate can be drawn
+        rng = np.random.default_rng(self.seed)
+        return rng.choice(top.ids.cpu().numpy(), size=budget, replace=False, p=weights / weights.sum()).astype(np.int64)
 
 
 def to_npz(source: str, target: str) -> None:

@@ -53,7 +53,7 @@ def test_on_real_ntk_ef_rows(tiny_spec, tiny_paths):
     """The same identity on NTK-EF rows of a tiny MACE (energy row + 4 probe rows per structure)."""
     from al_lightning.data.batches import fixed_batches
     from al_lightning.data.datamodule import ActiveDataModule
-    from al_lightning.features import FeatureSpec, pool_step
+    from al_lightning.features import NTKEnergyForce
     from al_lightning.model.mace import MACEConfig
     from al_lightning.model.module import MACEModule
 
@@ -64,10 +64,10 @@ def test_on_real_ntk_ef_rows(tiny_spec, tiny_paths):
     dm.prepare_data()
     dm.setup()
     module.build(dm)
-    spec = FeatureSpec(kind="ntk_ef", params="readouts", force_mode="probes", n_probes=4)
+    features = NTKEnergyForce(params="readouts", force_mode="probes", n_probes=4, sketch_dim=None)
 
     def rows(dataset, n):
-        out = [pool_step(module.net, b, spec, 1.0, 10.0).rows.detach()
+        out = [features.rows(module.net, b, 1.0, 10.0).rows.detach()
                for b in dm.batch_loader(dataset, [x.tolist() for x in fixed_batches(np.arange(n), 8)])]
         return torch.cat(out)
 

@@ -1,17 +1,20 @@
 """Posterior variance and training precision (docs/design.md §5, §6): float64 checks."""
 
+import threading
+from dataclasses import dataclass, field
+from typing import Any, List
+
 import pytest
 import torch
 
 from al_lightning.acquisition import (
     GramPartial,
-    PrecisionAccumulator,
     build_precision,
     cholesky_with_jitter,
     gram_partial,
     posterior_variance,
-    sum_partials,
 )
+from al_lightning.acquisition.distributed import Comm, ordered_sum
 
 F64 = torch.float64
 
@@ -79,10 +82,8 @@ def test_precision_relative_lambda_and_whitening():
     g = torch.Generator().manual_seed(3)
     train = torch.randn(40, 2, 10, generator=g, dtype=F64)
     pool = torch.randn(8, 2, 10, generator=g, dtype=F64)
-    acc = PrecisionAccumulator(10)
-    for b in range(4):
-        acc.add(b, train[10 * b : 10 * (b + 1)])
-    prec = acc.precision(rel_lambda=1e-2)
+    total = ordered_sum(Comm(), 4, lambda b: gram_partial(train[10 * b : 10 * (b + 1)]))
+    prec = build_precision(total, rel_lambda=1e-2)
     phi = train.reshape(-1, 10)
     lam = 1e-2 * float((phi * phi).sum()) / 80
     assert prec.n_rows == 80 and abs(prec.lam - lam) < 1e-12 * lam
@@ -99,44 +100,70 @@ def _batches(seed: int, n_batches: int, p: int):
             for _ in range(n_batches)]
 
 
+@dataclass
+class ThreadComm(Comm):
+    """W ranks as W threads of one process: all_gather through a shared slot list and a barrier."""
+
+    slots: List[Any] = field(default_factory=list)
+    barrier: Any = None
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def all_gather(self, obj):
+        self.slots[self.rank] = obj
+        self.barrier.wait()
+        out = list(self.slots)
+        self.barrier.wait()  # nobody overwrites a slot before every rank has read it
+        return out
+
+
+def _run_ranks(world: int, fn):
+    """fn(comm) on W threads; returns each rank's result."""
+    slots, barrier, results = [None] * world, threading.Barrier(world, timeout=60), [None] * world
+
+    def run(r):
+        results[r] = fn(ThreadComm(r, world, slots, barrier))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 @pytest.mark.parametrize("world", [2, 3, 5])
-def test_precision_sums_bitwise_identical_across_shardings(world):
-    p = 24
-    batches = _batches(11, 13, p)
-    single = PrecisionAccumulator(p)
-    for b, rows in enumerate(batches):
-        single.add(b, rows)
-    ranks = [PrecisionAccumulator(p, keep_partials=True) for _ in range(world)]
-    for b, rows in enumerate(batches):
-        ranks[b % world].add(b, rows)
-    gathered = [item for r in reversed(ranks) for item in r.partials()]  # any gather order
-    total, ref = sum_partials(gathered), single.total()
-    assert torch.equal(total.gram, ref.gram) and total.n_rows == ref.n_rows
-    # the same sequential fold written out by hand
-    manual = gram_partial(batches[0]).gram.clone()
+def test_gram_sum_bitwise_identical_for_any_world_size(world):
+    """The production Gram sum (ordered_sum of GramPartial): every rank gets the one-process total."""
+    batches = _batches(11, 13, 24)
+    single = ordered_sum(Comm(), len(batches), lambda b: gram_partial(batches[b]))
+    evaluated = []
+
+    def rank_sum(comm):
+        def partial_of(b):
+            evaluated.append((b, comm.rank))
+            return gram_partial(batches[b])
+        return ordered_sum(comm, len(batches), partial_of)
+
+    for total in _run_ranks(world, rank_sum):
+        assert torch.equal(total.gram, single.gram) and total.n_rows == single.n_rows
+    assert sorted(evaluated) == [(b, b % world) for b in range(len(batches))]  # each batch once, on rank b mod W
+    manual = gram_partial(batches[0]).gram.clone()  # the same sequential fold written out by hand
     for rows in batches[1:]:
         manual = manual + gram_partial(rows).gram
-    assert torch.equal(manual, ref.gram)
-    lam_a, lam_b = build_precision(total).lam, build_precision(ref).lam
-    assert lam_a == lam_b
+    assert torch.equal(manual, single.gram)
+    # a different order of the same additions is not bitwise the same: the test above can fail
+    shuffled = gram_partial(batches[-1]).gram.clone()
+    for rows in batches[-2::-1]:
+        shuffled = shuffled + gram_partial(rows).gram
+    assert not torch.equal(shuffled, single.gram)
 
 
-def test_precision_accumulator_errors():
-    acc = PrecisionAccumulator(4)
-    acc.add(2, torch.randn(3, 4))
-    with pytest.raises(ValueError, match="increase"):
-        acc.add(1, torch.randn(3, 4))
-    with pytest.raises(ValueError, match="p = 5"):
-        acc.add(5, torch.randn(3, 5))
-    keep = PrecisionAccumulator(4, keep_partials=True)
-    keep.add(0, torch.randn(2, 4))
-    with pytest.raises(ValueError, match="twice"):
-        keep.add(0, torch.randn(2, 4))
-    part = gram_partial(torch.randn(2, 4))
-    with pytest.raises(ValueError, match="duplicate"):
-        sum_partials([(1, part), (1, part)])
-    with pytest.raises(ValueError, match="at least one"):
-        sum_partials([])
+def test_gram_partials_of_different_width_refuse_to_add():
+    with pytest.raises(ValueError, match="different p: 4 and 5"):
+        gram_partial(torch.randn(3, 4)) + gram_partial(torch.randn(3, 5))
 
 
 def test_cholesky_jitter_retry_and_failure():
@@ -157,9 +184,7 @@ def test_float32_solve_is_close_and_float64_is_default():
     g = torch.Generator().manual_seed(21)
     train = torch.randn(200, 32, generator=g)
     pool = torch.randn(50, 32, generator=g)
-    acc = PrecisionAccumulator(32)
-    acc.add(0, train)
-    prec = acc.precision()
+    prec = build_precision(gram_partial(train))
     exact = posterior_variance(pool.double(), train.double(), prec.lam)
     assert rel_err(prec.score(pool), exact) < 1e-10
     fast = prec.score(pool, dtype=torch.float32)

@@ -50,8 +50,8 @@ def model_file(tiny_spec, tiny_paths, tmp_path_factory):
 
 def _pv_of(module, dm, strategy, ids):
     ctx = _ctx(module, dm, budget=1)
-    train_spec, pool_spec = strategy.specs(module.net)
-    precision, _, _ = training_side(ctx, train_spec, strategy.rel_lambda, 8)
+    pool_spec = strategy.features.prepare(module.net)
+    precision, _, _ = training_side(ctx, pool_spec.training(), strategy.rel_lambda, 8)
     scores = {}
     for _, rows in predict_batches(ctx, dm.pool_dataset(), ShardBatches(np.asarray(ids), 8), pool_spec):
         scores.update(zip(rows.ids.tolist(), precision.score(rows.rows).tolist()))

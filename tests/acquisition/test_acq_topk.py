@@ -1,17 +1,18 @@
-"""Streaming top-K, shard merging and the chunked PV driver (docs/design.md §5, §6)."""
-
-import weakref
+"""Streaming top-K, shard merging and the PV scorer feeding it (docs/design.md §5, §6)."""
 
 import pytest
 import torch
 
 from al_lightning.acquisition import (
-    PrecisionAccumulator,
+    PVStrategy,
     StreamingTopK,
+    build_precision,
+    gram_partial,
     merge_topk,
     posterior_variance,
-    score_pool,
 )
+from al_lightning.acquisition.pv import PVScorer
+from al_lightning.features import PoolRows
 
 F64 = torch.float64
 
@@ -78,39 +79,34 @@ def test_topk_validation():
         StreamingTopK(0)
 
 
-def _chunk_stream(train_p: int, n_chunks: int, size: int, rows: int, alive: list, refs: list):
-    """Generator of (ids, rows, vectors); records how many chunks are alive at each creation."""
+def _chunks(p: int, n_chunks: int, size: int, rows: int):
     g = torch.Generator().manual_seed(1)
-    for c in range(n_chunks):
-        alive.append(sum(r() is not None for r in refs))
-        feats = torch.randn(size, rows, train_p, generator=g)
-        vecs = torch.randn(size, 2 * train_p, generator=g)
-        refs.append(weakref.ref(feats))
-        refs.append(weakref.ref(vecs))
-        yield torch.arange(c * size, (c + 1) * size), feats, vecs
+    return [(torch.arange(c * size, (c + 1) * size), torch.randn(size, rows, p, generator=g, dtype=F64),
+             torch.randn(size, 2 * p, generator=g, dtype=F64)) for c in range(n_chunks)]
 
 
-@pytest.mark.parametrize("size,space", [(3, "raw"), (16, "whitened"), (64, "raw")])
-def test_score_pool_streams_with_at_most_two_chunks_alive(size, space):
+@pytest.mark.parametrize("size,space,selector", [(3, "raw", "shortlist_lcmd"), (16, "whitened", "top_b"),
+                                                 (64, "raw", "shortlist_lcmd"), (16, "whitened", "lcmd")])
+def test_pv_scorer_chunk_by_chunk_equals_the_whole_pool_at_once(size, space, selector):
+    """The production pool-side scoring (PVScorer.score → StreamingTopK) against brute-force PV."""
     p, rows, n_chunks, k = 6, 2, 9, 20
     train = torch.randn(15, rows, p, dtype=F64)
-    acc = PrecisionAccumulator(p)
-    acc.add(0, train)
-    prec = acc.precision()
-    alive, refs = [], []
-    res = score_pool(_chunk_stream(p, n_chunks, size, rows, alive, refs), prec, k,
-                     lcmd_space=space, vector_dtype=None)
-    # before creating chunk c, only chunk c-1 (2 tensors) may still be alive
-    assert max(alive) <= 2, alive
-    # recompute everything in one go and compare
-    alive2, refs2 = [], []
-    chunks = list(_chunk_stream(p, n_chunks, size, rows, alive2, refs2))
-    assert max(alive2) > 2  # the check above can fail
-    feats = torch.cat([c[1] for c in chunks]).to(F64)
-    vecs = torch.cat([c[2] for c in chunks])
-    pv = posterior_variance(feats, train, prec.lam)
-    ids = torch.arange(len(feats))
-    order = sorted(range(len(ids)), key=lambda i: (-float(pv[i]), i))[: min(k, len(ids))]
+    prec = build_precision(gram_partial(train), rel_lambda=1e-3)
+    strategy = PVStrategy(selector=selector, lcmd_space=space)
+    scorer = PVScorer(strategy, None, k, prec, torch.zeros(0, 2 * p, dtype=F64), gram_partial(train), F64, 0.0, 0.0)
+    top = StreamingTopK(k)
+    chunks = _chunks(p, n_chunks, size, rows)
+    for ids, feats, vecs in chunks:
+        top.update(*scorer.score(None, PoolRows(ids, feats, vecs, None, None)))
+    res = top.result()
+    feats, vecs = torch.cat([c[1] for c in chunks]), torch.cat([c[2] for c in chunks])
+    if selector == "lcmd":  # LCMD over the pool: no PV computed, every candidate kept in id order
+        pv, order = torch.zeros(len(feats), dtype=F64), list(range(k))
+        assert scorer.histogram.counts.sum() == 0
+    else:
+        pv = posterior_variance(feats, train, prec.lam)
+        order = sorted(range(len(feats)), key=lambda i: (-float(pv[i]), i))[:k]
+        assert scorer.histogram.counts.sum() == len(feats)
     assert torch.equal(res.ids, torch.tensor(order))
     assert torch.allclose(res.scores, pv[order], rtol=1e-10, atol=0)
     expect = prec.whiten_vectors(vecs[order]) if space == "whitened" else vecs[order]
