@@ -100,14 +100,6 @@ class TensorSketch:
             self._cache[key] = out
         return self._cache[key]
 
-    def matrix(self, subset: ParamSubset, dtype: torch.dtype = torch.float64) -> Tensor:
-        """The implicit S (d, p) made explicit — for tests on small p only."""
-        cols = []
-        for t in subset.targets:
-            for b, (p, q) in zip(t.blocks, self.factors(t, dtype, torch.device("cpu"))):
-                cols.append(torch.einsum("ul,wl->luw", p, q).reshape(self.dim, b.numel))
-        return torch.cat(cols, dim=1)
-
     def perturbation(self, subset: ParamSubset, pad: Padding, dtype: torch.dtype,
                      device: torch.device) -> "SketchPerturbation":
         return SketchPerturbation(self, subset, pad, dtype, device)
