@@ -72,6 +72,7 @@ def test_graphs_carry_their_heads_and_pseudolabels_are_the_replay_heads(tiny_spe
     module, dm = _setup(tiny_spec, two_head)
     assert module.head_pair == ("Default", "pt_head") and model_heads(module.net) == HEADS
     assert _heads_by_kind(dm.train_dataloader()) == {"replay": {1}, "labels": {0}}
+    assert _heads_by_kind(dm.member_view(7).train_dataloader()) == {"replay": {1}, "labels": {0}}  # committees
     for split in ("val", "test_id"):
         assert _heads_by_kind(dm._eval_loader(split)) == {"replay": set(), "labels": {0}}
     assert {h for b in dm._eval_loader("test_foundation") for h in b[K.HEAD].tolist()} == {1}
@@ -82,6 +83,24 @@ def test_graphs_carry_their_heads_and_pseudolabels_are_the_replay_heads(tiny_spe
     np.testing.assert_allclose(labels, _energies(single, frames, None), rtol=0, atol=1e-7)
     np.testing.assert_allclose(_energies(module.net, frames, "Default") - labels,
                                [OFFSET * len(a) for a in frames], atol=1e-7)
+
+
+def test_acquisition_features_see_the_campaign_head(tiny_spec, two_head):
+    from al_lightning.features.pool import FeatureSpec, pool_step
+    from al_lightning.model.mace import load_foundation
+
+    module, dm = _setup(tiny_spec, two_head)
+    batch = next(iter(dm.pool_dataloader(range(8))))
+    single = MACEModule(foundation=two_head, head="Default", e0s="foundation", dtype="float64")  # reduced, no replay
+    single_dm = ActiveDataModule(emt=tiny_spec)
+    single.build(single_dm)
+    for kind in ("ntk_ef", "activation"):
+        two, one = (pool_step(m.net, b, FeatureSpec(kind=kind)) for m, b in
+                    ((module, batch), (single, next(iter(single_dm.pool_dataloader(range(8)))))))
+        torch.testing.assert_close(two.energy, one.energy)
+        assert int((two.rows.reshape(8, -1).abs().sum(0) > 0).sum()) == int((one.rows.reshape(8, -1).abs().sum(0) > 0).sum())
+    replay_head = load_foundation(two_head, "pt_head")
+    assert (replay_head(batch.to_dict(), compute_force=True)["energy"] - two.energy).abs().min() > 0.1
 
 
 def test_replay_frames_train_the_replay_heads_readout_and_labels_the_campaign_heads(tiny_spec, two_head):
