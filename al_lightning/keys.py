@@ -13,6 +13,7 @@ ENERGY = "energy"  # (G,) float, eV (reference label)
 FORCES = "forces"  # (N, 3) float, eV/Å (reference label)
 ENERGY_WEIGHT = "energy_weight"  # (G,) float, 0 when the label is absent
 FORCES_WEIGHT = "forces_weight"  # (G,) float, 0 when the label is absent
+HEAD = "head"  # (G,) long, index of the head in model.heads (0 for a single-head model)
 
 # ---- al_lightning extras ----
 STRUCTURE_ID = "structure_id"  # (G,) long, stable global id within its split (pool: file order)

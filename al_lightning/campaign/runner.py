@@ -37,6 +37,7 @@ from al_lightning.campaign.labeling import LabelStore
 from al_lightning.data.io import write_extxyz
 from al_lightning.model.callbacks import BestWeights, LossCurve
 from al_lightning.model.metrics import split_metrics
+from al_lightning.model.replay import settings as replay_settings
 
 
 
@@ -94,7 +95,7 @@ class Campaign:
         out = preflight.campaign_fingerprint(self.cfg, self.dm)
         replay = getattr(self.module, "replay", None)
         if replay is not None and replay.source:
-            out["replay"] = asdict(replay)
+            out["replay"] = replay_settings(replay)
         return out
 
     # ------------------------------------------------------------------ loop

@@ -107,6 +107,8 @@ class ActiveDataModule(pl.LightningDataModule):
         self._pool_atoms: Optional[np.ndarray] = None
         self.replay: Optional[Dict[str, Any]] = None  # model.replay's files and settings (attach_replay)
         self._z_table, self._cutoff = None, None
+        self._heads: Optional[List[str]] = None  # a multi-head model's heads (attach), None: one head
+        self._head: Optional[str] = None  # the head the campaign's graphs carry (labels, splits, pool)
 
     # ------------------------------------------------------------------ files
     @property
@@ -123,11 +125,12 @@ class ActiveDataModule(pl.LightningDataModule):
                    for s in spec.splits if spec.sizes.get(s, 0) > 0}, **extra}
 
     def attach_replay(self, files: Dict[str, Path], weight: float, ratio: float, seed: int,
-                      reserved: Sequence[int] = ()) -> None:
+                      reserved: Sequence[int] = (), head: Optional[str] = None) -> None:
         """Replay frames for every training epoch (``files["replay"]``), a ``test_foundation`` split
-        (``files["test_foundation"]``, if given) and pool ids never offered for acquisition (``reserved``)."""
+        (``files["test_foundation"]``, if given) and pool ids never offered for acquisition (``reserved``);
+        ``head``: the head both carry (a multi-head model's replay head; None: the campaign's)."""
         self.replay = {**files, "weight": float(weight), "ratio": float(ratio), "seed": int(seed),
-                       "reserved": sorted(int(i) for i in reserved)}
+                       "reserved": sorted(int(i) for i in reserved), "head": head}
 
     @property
     def test_splits(self) -> List[str]:
@@ -200,9 +203,12 @@ class ActiveDataModule(pl.LightningDataModule):
                 zs.update(f.raw(i).numbers.tolist())
         return [chemical_symbols[z] for z in sorted(zs)]
 
-    def attach(self, z_table, cutoff: float) -> None:
-        """Model facts the graphs need: element table and cutoff radius."""
+    def attach(self, z_table, cutoff: float, heads: Optional[Sequence[str]] = None,
+               head: Optional[str] = None) -> None:
+        """Model facts the graphs need: element table, cutoff radius and, for a multi-head model, its
+        ``heads`` and the ``head`` of the campaign's graphs (None: a single-head model)."""
         self._z_table, self._cutoff = z_table, float(cutoff)
+        self._heads, self._head = (list(heads), head) if heads is not None else (None, None)
 
     # ------------------------------------------------------------------ labeled set
     @property
@@ -259,10 +265,12 @@ class ActiveDataModule(pl.LightningDataModule):
         return np.setdiff1d(ids, self.replay["reserved"]) if self.replay and self.replay["reserved"] else ids
 
     # ------------------------------------------------------------------ loaders
-    def _graphs(self, get_atoms, n: int) -> GraphDataset:
+    def _graphs(self, get_atoms, n: int, head: Optional[str] = None) -> GraphDataset:
+        """Graphs of the campaign's head, or of ``head`` (replay frames of a multi-head model)."""
         if self._z_table is None:
             raise RuntimeError("datamodule not attached to a model: call module.build(datamodule) first")
-        return GraphDataset(get_atoms, n, self._z_table, self._cutoff)
+        return GraphDataset(get_atoms, n, self._z_table, self._cutoff, heads=self._heads,
+                            head=(head or self._head) if self._heads else None)
 
     def _loader(self, ds, sampler, batch_size: int) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate,
@@ -288,6 +296,7 @@ class ActiveDataModule(pl.LightningDataModule):
         of it for training (validation, tests and the pool the same files, already open)."""
         view = ActiveDataModule(**{**self._settings, "seed": int(seed)})
         view._open, view._z_table, view._cutoff = self._open, self._z_table, self._cutoff
+        view._heads, view._head = self._heads, self._head
         view._pool_atoms, view.replay = self._pool_atoms, self.replay  # a member trains with the same replay
         view.round, view.labeled = self.round, self.labeled.copy()
         view._initial = self.initial_indices()  # the main model's labeled set, whatever the view's seed
@@ -319,11 +328,13 @@ class ActiveDataModule(pl.LightningDataModule):
             atoms.info[K.REPLAY_WEIGHT] = weight
             return -1_000_000 - i, atoms
 
-        return self._graphs(weighted, len(f))
+        return self._graphs(weighted, len(f), self.replay.get("head"))
 
     def split_dataset(self, split: str) -> GraphDataset:
+        """A split's graphs; ``test_foundation`` (replay's) on the replay head."""
         f = self.structure_file(split)
-        return self._graphs(lambda i: (i, f[i]), len(f))
+        head = self.replay.get("head") if self.replay and split == "test_foundation" else None
+        return self._graphs(lambda i: (i, f[i]), len(f), head)
 
     def _eval_loader(self, split: str) -> DataLoader:
         ds = self.split_dataset(split)

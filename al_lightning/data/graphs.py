@@ -21,14 +21,19 @@ from al_lightning.data.io import free_mask
 
 
 def atoms_to_data(
-    atoms: Atoms, z_table: AtomicNumberTable, cutoff: float, structure_id: int = -1
+    atoms: Atoms, z_table: AtomicNumberTable, cutoff: float, structure_id: int = -1,
+    heads: Optional[Sequence[str]] = None, head: Optional[str] = None,
 ) -> AtomicData:
-    """One structure → AtomicData with labels (if present), free mask and structure id.
+    """One structure → AtomicData with labels (if present), free mask, structure id and head index.
 
     Labels are read from ``atoms.info[REF_energy]`` / ``atoms.arrays[REF_forces]``; a
     missing label gets weight 0 (the structure still converts, e.g. for the pool), a present one
-    weight 1, or ``atoms.info[replay_weight]`` for a foundation-replay frame.
+    weight 1, or ``atoms.info[replay_weight]`` for a foundation-replay frame. ``heads`` (a
+    multi-head model's head names) and ``head`` (one of them) set the graph's ``head`` index as mace
+    does (``Configuration.head``); None: a single-head model (index 0).
     """
+    if heads is not None and head not in heads:  # mace would fall back to the last head silently
+        raise ValueError(f"structure {structure_id}: head {head!r} is not one of the model's heads {list(heads)}")
     energy = atoms.info.get(K.REF_ENERGY)
     forces = atoms.arrays.get(K.REF_FORCES)
     weight = float(atoms.info.get(K.REPLAY_WEIGHT, 1.0))  # a replay frame's loss weight (model.replay)
@@ -42,8 +47,9 @@ def atoms_to_data(
         property_weights={"energy": weight * (energy is not None), "forces": weight * (forces is not None)},
         pbc=tuple(bool(x) for x in atoms.pbc),
         cell=np.array(atoms.get_cell()),
+        head=head or "Default",
     )
-    data = AtomicData.from_config(config, z_table=z_table, cutoff=cutoff)
+    data = AtomicData.from_config(config, z_table=z_table, cutoff=cutoff, heads=None if heads is None else list(heads))
     if energy is None:
         data.energy = torch.zeros((), dtype=torch.get_default_dtype())
     if forces is None:
@@ -65,7 +71,7 @@ class GraphDataset(torch.utils.data.Dataset):
     Args:
         get_atoms: ``i -> (structure_id, Atoms)`` for ``0 <= i < length``.
         length: number of items.
-        z_table, cutoff: as for :func:`atoms_to_data`.
+        z_table, cutoff, heads, head: as for :func:`atoms_to_data` (every item gets ``head``).
     """
 
     def __init__(
@@ -75,9 +81,11 @@ class GraphDataset(torch.utils.data.Dataset):
         z_table: AtomicNumberTable,
         cutoff: float,
         dtype: Optional[torch.dtype] = None,
+        heads: Optional[Sequence[str]] = None,
+        head: Optional[str] = None,
     ) -> None:
         self.get_atoms, self.length = get_atoms, length
-        self.z_table, self.cutoff = z_table, cutoff
+        self.z_table, self.cutoff, self.heads, self.head = z_table, cutoff, heads, head
         self.dtype = dtype or torch.get_default_dtype()
 
     def __len__(self) -> int:
@@ -88,6 +96,6 @@ class GraphDataset(torch.utils.data.Dataset):
         previous = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)  # workers start with float32
         try:
-            return atoms_to_data(atoms, self.z_table, self.cutoff, structure_id=sid)
+            return atoms_to_data(atoms, self.z_table, self.cutoff, structure_id=sid, heads=self.heads, head=self.head)
         finally:
             torch.set_default_dtype(previous)

@@ -8,7 +8,8 @@
 * :func:`build_mace` — ``MACE`` / ``ScaleShiftMACE`` with E0s, avg_num_neighbors and
   scale/shift computed from the labeled graphs.
 * :func:`load_foundation` — a user-named model file (the only ``weights_only=False`` load):
-  refuses TorchScript files, selects one head of a multi-head file.
+  refuses TorchScript files, selects one head of a multi-head file (or keeps them all for
+  replay, :func:`replay_heads`).
 * :func:`set_trainable` — freeze / unfreeze parameters by name patterns.
 """
 
@@ -20,7 +21,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -124,17 +125,23 @@ def hash_weights(h, net: torch.nn.Module):
     return h
 
 
-def model_e0s(model: torch.nn.Module) -> np.ndarray:
-    """(n_elements,) E0s of a single-head MACE model (``atomic_energies_fn``), in eV."""
+def model_e0s(model: torch.nn.Module, head: Optional[int] = None) -> np.ndarray:
+    """(n_elements,) E0s of a single-head MACE model (``atomic_energies_fn``), in eV; of head index
+    ``head`` of a multi-head one."""
     buf = model.atomic_energies_fn.atomic_energies
-    if buf.dim() > 1 and buf.shape[0] != 1:
+    if head is not None:
+        buf = buf[head]
+    elif buf.dim() > 1 and buf.shape[0] != 1:
         raise ValueError(f"model has {buf.shape[0]} heads of E0s: select one head first")
     return buf.detach().reshape(-1).cpu().double().numpy()
 
 
-def set_e0s(model: torch.nn.Module, e0s: np.ndarray) -> None:
-    """Write (n_elements,) E0s into a single-head model's ``atomic_energies_fn`` (in place)."""
+def set_e0s(model: torch.nn.Module, e0s: np.ndarray, head: Optional[int] = None) -> None:
+    """Write (n_elements,) E0s into a single-head model's ``atomic_energies_fn`` (in place); into
+    the row of head index ``head`` of a multi-head one (the other heads' E0s stay)."""
     buf = model.atomic_energies_fn.atomic_energies
+    if head is not None:
+        buf = buf[head]
     e0s = np.asarray(e0s, dtype=float).reshape(-1)
     if e0s.size != buf.numel():
         raise ValueError(f"set_e0s: {e0s.size} values for a model with E0 buffer of shape {tuple(buf.shape)}")
@@ -209,12 +216,14 @@ def check_foundation_file(path: "str | Path") -> Path:
     return path
 
 
-def load_foundation(path: "str | Path", head: Optional[str] = None, map_location: str = "cpu") -> torch.nn.Module:
+def load_foundation(path: "str | Path", head: Optional[str] = None, map_location: str = "cpu",
+                    keep_heads: bool = False) -> torch.nn.Module:
     """Load a MACE model file the user named (pickled module: ``weights_only=False`` here only).
 
     A TorchScript file (mace's ``*_compiled.model``) is refused: the NTK hooks need the eager
     module. A multi-head file is reduced to one head (``head``; default as mace does: the first
-    head that is not ``pt_head``), with mace's own ``remove_pt_head``.
+    head that is not ``pt_head``), with mace's own ``remove_pt_head``; with ``keep_heads`` it
+    keeps all its heads (``head`` is checked; :func:`replay_heads` picks the pair replay uses).
     """
     path = check_foundation_file(path)
     if path.resolve() not in _TRUST_NOTED:
@@ -236,7 +245,28 @@ def load_foundation(path: "str | Path", head: Optional[str] = None, map_location
                          "the eager model: pass the non-compiled .model file")
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "atomic_numbers") or not hasattr(model, "r_max"):
         raise ValueError(f"foundation model {path}: not a MACE model (got {type(model).__name__})")
-    return select_head(model.to(torch.get_default_dtype()), head, path)
+    model = model.to(torch.get_default_dtype())
+    if keep_heads and len(model_heads(model)) > 1:
+        _check_head(model, head, path)
+        return model
+    return select_head(model, head, path)
+
+
+def model_heads(model: torch.nn.Module) -> List[str]:
+    """The head names of a MACE model (``["Default"]`` for a file without ``heads``)."""
+    return [str(h) for h in getattr(model, "heads", None) or ["Default"]]
+
+
+def _check_head(model: torch.nn.Module, head: Optional[str], path) -> List[str]:
+    heads = model_heads(model)
+    if head is not None and head not in heads:
+        raise ValueError(f"foundation model {path}: no head {head!r}; its heads are {heads}")
+    return heads
+
+
+def default_head(heads: Sequence[str]) -> str:
+    """mace's default head of a multi-head file: the first that is not ``pt_head``."""
+    return next((h for h in heads if h != "pt_head"), heads[0])
 
 
 def select_head(model: torch.nn.Module, head: Optional[str], path: "str | Path" = "model") -> torch.nn.Module:
@@ -245,13 +275,11 @@ def select_head(model: torch.nn.Module, head: Optional[str], path: "str | Path" 
     ``head=None`` on a multi-head model takes the first head that is not ``pt_head``, as
     ``mace_run_train`` does, and says so in one log line.
     """
-    heads = [str(h) for h in getattr(model, "heads", None) or ["Default"]]
-    if head is not None and head not in heads:
-        raise ValueError(f"foundation model {path}: no head {head!r}; its heads are {heads}")
+    heads = _check_head(model, head, path)
     if len(heads) == 1:
         return model
     if head is None:
-        head = next((h for h in heads if h != "pt_head"), heads[0])
+        head = default_head(heads)
         from lightning.pytorch.utilities import rank_zero_info
 
         rank_zero_info(f"al-lightning: foundation model {path} has heads {heads}: using {head!r} "
@@ -263,6 +291,36 @@ def select_head(model: torch.nn.Module, head: Optional[str], path: "str | Path" 
     except Exception as exc:
         raise ValueError(f"foundation model {path}: cannot select head {head!r} ({type(exc).__name__}: {exc})") from None
     return single.to(next(model.parameters()).dtype)
+
+
+def replay_heads(model: torch.nn.Module, head: Optional[str], replay_head: Optional[str],
+                 path: "str | Path" = "model") -> Optional[Tuple[str, str]]:
+    """(campaign head, replay head) of a multi-head model kept whole for replay; None for a
+    single-head one (replay then trains its one head). The campaign head is ``head`` (default: mace's,
+    :func:`default_head`), the replay head ``replay_head`` (default: ``pt_head``, else the one other
+    head). Raises a one-line ValueError for a replay head that is missing, the campaign head, or given
+    for a single-head model."""
+    heads = _check_head(model, head, path)
+    if len(heads) == 1:
+        if replay_head is not None:
+            raise ValueError(f"model.replay.head {replay_head!r}: foundation model {path} has one head {heads}, "
+                             "which replay trains; drop model.replay.head")
+        return None
+    head = head or default_head(heads)
+    others = [h for h in heads if h != head]
+    if replay_head is None:
+        if "pt_head" not in others and len(others) > 1:
+            raise ValueError(f"model.replay.head: foundation model {path} has heads {heads}; name the one replay "
+                             f"trains (one of {others})")
+        replay_head = "pt_head" if "pt_head" in others else others[0]
+    if replay_head not in others:
+        why = "is the campaign head (model.head)" if replay_head == head else "is not a head of the file"
+        raise ValueError(f"model.replay.head {replay_head!r} {why}; name another of the heads of {path}: {others}")
+    from lightning.pytorch.utilities import rank_zero_info
+
+    rank_zero_info(f"al-lightning: foundation model {path} has heads {heads}: the campaign's labels train {head!r} "
+                   f"(model.head), replay frames {replay_head!r} (model.replay.head)")
+    return head, replay_head
 
 
 def model_z_table(model: torch.nn.Module) -> AtomicNumberTable:

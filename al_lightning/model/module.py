@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from typing import Dict, List, Literal, Optional, Sequence, Union
 
 import lightning.pytorch as pl
@@ -29,8 +30,8 @@ from al_lightning.console import say
 from al_lightning.model.e0s import decide_e0s, zero_shot
 from al_lightning.model.loss import energy_force_loss
 from al_lightning.model.mace import (MACEConfig, build_mace, fit_e0s, graph_statistics, load_foundation,
-                                     model_e0s, model_r_max, model_z_table, set_e0s, set_trainable,
-                                     z_table_from)
+                                     model_e0s, model_heads, model_r_max, model_z_table, replay_heads, set_e0s,
+                                     set_trainable, z_table_from)
 from al_lightning.model.metrics import SplitMetrics
 from al_lightning.model.replay import ReplayConfig
 
@@ -44,7 +45,8 @@ class MACEModule(pl.LightningModule):
             TorchScript ``*_compiled.model``; it is unpickled: use trusted files only), or the name
             of a backbone installed with the package: ``emt`` (EMT catalysis) or ``xtb`` (molecules).
         head: head of a multi-head foundation to fine-tune (default, as mace: the first head
-            that is not ``pt_head``); the model is reduced to that head.
+            that is not ``pt_head``); the model is reduced to that head, unless ``replay`` is on: then
+            it keeps its heads, and replay frames train ``replay.head`` (see :mod:`al_lightning.model.replay`).
         elements: element symbols the model covers (default: those of the datamodule).
         e0s: per-element reference energies. From scratch: a ``{symbol: eV}`` dict, or None
             (least squares on the labeled set). With a foundation: ``"auto"`` (default, also for
@@ -71,7 +73,8 @@ class MACEModule(pl.LightningModule):
             ``net`` at the end of every fit (see the module docstring).
         replay: foundation replay in every fit and the ``test_foundation`` split that measures
             retention (:class:`al_lightning.model.replay.ReplayConfig`: ``source`` pretraining |
-            pseudolabel | null, ``weight``, ``ratio``, ``size``, ``test_size``, ``structures``, ``seed``).
+            pseudolabel | null, ``weight``, ``ratio``, ``size``, ``test_size``, ``structures``, ``seed``,
+            ``head``).
         dtype: "float32" or "float64" (set before data and model are built).
     """
 
@@ -96,9 +99,6 @@ class MACEModule(pl.LightningModule):
         self.replay = replay
         if self.replay.source and not foundation:
             raise ValueError("model.replay needs model.foundation (replay keeps what a foundation knew)")
-        if self.replay.source and head:
-            raise ValueError("model.replay with model.head (a multi-head foundation): not supported yet; the model is "
-                             "reduced to one head, so replay would train that head only; drop one of the two")
         self.save_hyperparameters(ignore=["replay"])
         if lr is None:
             self.hparams.lr = FOUNDATION_LR if foundation else SCRATCH_LR
@@ -109,6 +109,7 @@ class MACEModule(pl.LightningModule):
         self.eval_splits: List[str] = ["val"]
         self.initial_state: Optional[dict] = None
         self.feature_map = None  # set by :meth:`predicting_features` (acquisition passes)
+        self.head_pair: Optional[tuple] = None  # (campaign head, replay head) of a two-head replay net
 
     # ---------------------------------------------------------------- construction
     @property
@@ -129,8 +130,8 @@ class MACEModule(pl.LightningModule):
         """Create the network (once) from the datamodule's labeled set, and the metrics."""
         if self.net is None:
             if self.hparams.foundation:
-                self.net = load_foundation(self.hparams.foundation, self.hparams.head).train()  # saved in eval mode
-                datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+                self.net = self._load_foundation().train()  # saved in eval mode
+                self._attach(datamodule)
                 self._foundation_e0s(datamodule)
             else:
                 z_table = self.z_table(datamodule)
@@ -140,7 +141,7 @@ class MACEModule(pl.LightningModule):
                 self.net = build_mace(self.cfg, z_table, e0s, stats)
             set_trainable(self.net, self.hparams.trainable)
             self.initial_state = copy.deepcopy(self.net.state_dict())
-        datamodule.attach(model_z_table(self.net), model_r_max(self.net))
+        self._attach(datamodule)
         if self.replay.source and datamodule.replay is None:
             self._attach_replay(datamodule)
         if not datamodule.has_forces and self.hparams.forces_weight > 0:
@@ -151,6 +152,25 @@ class MACEModule(pl.LightningModule):
         for split in self.eval_splits:
             if split not in self.split_metrics:
                 self.split_metrics[split] = SplitMetrics()
+
+    def _load_foundation(self) -> torch.nn.Module:
+        """The foundation: one head, or with replay on a multi-head file all its heads (:attr:`head_pair`)."""
+        foundation, head = self.hparams.foundation, self.hparams.head
+        if not self.replay.source:
+            return load_foundation(foundation, head)
+        net = load_foundation(foundation, head, keep_heads=True)
+        self.head_pair = replay_heads(net, head, self.replay.head, foundation)
+        return net
+
+    def _attach(self, datamodule) -> None:
+        """Tell the datamodule the net's z table, cutoff and (two-head replay) heads and campaign head."""
+        heads = (model_heads(self.net), self.head_pair[0]) if self.head_pair else (None, None)
+        datamodule.attach(model_z_table(self.net), model_r_max(self.net), *heads)
+
+    @property
+    def campaign_head(self) -> Optional[int]:
+        """Index of the campaign head in a two-head replay net (its E0 row); None: a single-head net."""
+        return model_heads(self.net).index(self.head_pair[0]) if self.head_pair else None
 
     def _e0s(self, z_table, structures) -> np.ndarray:
         """(n_elements,) E0s of a model built from scratch: given per element, or fitted."""
@@ -164,15 +184,15 @@ class MACEModule(pl.LightningModule):
 
     def _foundation_e0s(self, datamodule) -> None:
         """Decide ("auto"), keep ("foundation"), re-estimate ("refit") or overwrite (dict) the
-        loaded net's E0s."""
-        given = self.hparams.e0s or "auto"
+        loaded net's E0s (a two-head replay net: the campaign head's; the replay head keeps its own)."""
+        given, head = self.hparams.e0s or "auto", self.campaign_head
         if given == "foundation":
             return
         if given in ("auto", "refit"):
             stats = zero_shot(self.net, datamodule.stats_dataloader())
             refit, line, poor = decide_e0s(stats)
             if given == "refit" or refit:
-                set_e0s(self.net, model_e0s(self.net) + stats["delta"])
+                set_e0s(self.net, model_e0s(self.net, head) + stats["delta"], head)
             if self.global_rank == 0:
                 say(line if given == "auto" else "E0s: refit (model.e0s: refit)")
                 if poor:
@@ -183,7 +203,7 @@ class MACEModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"model e0s name elements {unknown} that the foundation does not cover "
                              f"({[_symbol(z) for z in zs]})")
-        set_e0s(self.net, [given.get(_symbol(z), e) for z, e in zip(zs, model_e0s(self.net))])
+        set_e0s(self.net, [given.get(_symbol(z), e) for z, e in zip(zs, model_e0s(self.net, head))], head)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -197,12 +217,15 @@ class MACEModule(pl.LightningModule):
         from al_lightning.model import replay
 
         cfg, reserved = self.replay, ()
+        head = self.head_pair[1] if self.head_pair else None
+        if head:
+            cfg = dataclasses.replace(cfg, head=head)  # the pseudolabels' head (and cache key), as resolved
         if cfg.source == "pretraining":
             files = replay.pretraining_files(cfg, self.hparams.foundation)
         else:
             self.net.load_state_dict(self.initial_state)  # the frozen foundation (E0s as decided)
             files, reserved = replay.pseudolabel_files(cfg, self.net, datamodule)
-        datamodule.attach_replay(files, cfg.weight, cfg.ratio, cfg.seed, reserved)
+        datamodule.attach_replay(files, cfg.weight, cfg.ratio, cfg.seed, reserved, head)
 
     # ---------------------------------------------------------------- forward / step
     def forward(self, batch, training: bool = False) -> Dict[str, torch.Tensor]:

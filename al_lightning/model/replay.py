@@ -17,6 +17,12 @@ Each training epoch draws ``round(ratio · n_labeled)`` replay frames (seeded by
 epoch) next to every campaign label; a replay frame's loss terms weigh ``weight`` (a campaign label:
 1). ``ratio: 0`` trains without replay but still measures ``test_foundation`` (the control arm).
 PV's training side, the pool and the labeled set never contain replay frames.
+
+A multi-head foundation file (MACE's multihead fine-tuning output, e.g. heads ``["Default",
+"pt_head"]``) keeps its heads: the campaign's labels, validation, tests and the pool run through the
+campaign head (``model.head``), replay frames and ``test_foundation`` through the replay head
+(``head``, default ``pt_head``); the layers below the readouts are shared, as in mace's multihead
+fine-tuning. A single-head file trains its one head on both (``head`` is refused there).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class ReplayConfig:
         test_size: frames held back as the ``test_foundation`` split (0: none).
         structures: ``pseudolabel`` only: a file of structures to pseudolabel (null: a sample of the pool).
         seed: seed of the pool sample and of each epoch's draw.
+        head: a multi-head foundation's head that replay frames train (default: ``pt_head``, else the
+            one head other than ``model.head``); refused for a single-head file.
     """
 
     source: Optional[str] = None
@@ -54,6 +62,7 @@ class ReplayConfig:
     test_size: int = 100
     structures: Optional[str] = None
     seed: int = 0
+    head: Optional[str] = None
 
     def __post_init__(self) -> None:
         checks = [(self.source is None or self.source in SOURCES,
@@ -63,10 +72,21 @@ class ReplayConfig:
                   (self.size >= 1 and self.test_size >= 0,
                    f"model.replay.size must be >= 1 and test_size >= 0, got {self.size}, {self.test_size}"),
                   (self.structures is None or self.source == "pseudolabel",
-                   "model.replay.structures is read by source: pseudolabel only")]
+                   "model.replay.structures is read by source: pseudolabel only"),
+                  (self.head is None or self.source is not None,
+                   "model.replay.head is read with a replay source only (set model.replay.source)")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def settings(cfg: ReplayConfig) -> Dict:
+    """The options as a dict (the campaign fingerprint, the pseudolabel cache key); ``head`` only
+    when set, so a single-head campaign's fingerprint and cache key are those of before it existed."""
+    out = asdict(cfg)
+    if out["head"] is None:
+        del out["head"]
+    return out
 
 
 def model_card(foundation: str) -> Dict:
@@ -106,22 +126,24 @@ def _content_key(cfg: ReplayConfig, net, frames) -> str:
     """What the pseudolabels depend on: the options, the labeling network's weights, the structures."""
     from al_lightning.model.mace import hash_weights
 
-    h = hash_weights(hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()), net)
+    h = hash_weights(hashlib.sha256(json.dumps(settings(cfg), sort_keys=True).encode()), net)
     for atoms in frames:
         h.update(atoms.numbers.tobytes())
         h.update(np.ascontiguousarray(atoms.positions).tobytes())
     return h.hexdigest()[:16]
 
 
-def pseudolabel(net, frames, batch_size: int = 16):
-    """``frames`` labeled by ``net`` (energy and forces as REF_energy / REF_forces), in eval mode."""
+def pseudolabel(net, frames, batch_size: int = 16, head: Optional[str] = None):
+    """``frames`` labeled by ``net`` (energy and forces as REF_energy / REF_forces), in eval mode;
+    by its head ``head`` (a multi-head net; None: a single-head one)."""
     import torch
 
     from al_lightning import keys as K
     from al_lightning.data.graphs import GraphDataset, collate
-    from al_lightning.model.mace import model_r_max, model_z_table
+    from al_lightning.model.mace import model_heads, model_r_max, model_z_table
 
-    data = GraphDataset(lambda i: (i, frames[i]), len(frames), model_z_table(net), model_r_max(net))
+    data = GraphDataset(lambda i: (i, frames[i]), len(frames), model_z_table(net), model_r_max(net),
+                        heads=model_heads(net) if head else None, head=head)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
     out, was_training = [], net.training
     net.eval()
@@ -145,7 +167,8 @@ def pseudolabel(net, frames, batch_size: int = 16):
 
 def pseudolabel_files(cfg: ReplayConfig, net, datamodule) -> "tuple[Dict[str, Path], np.ndarray]":
     """({"replay": …, "test_foundation": …}, reserved pool ids): ``cfg.structures`` or a pool sample,
-    labeled by ``net`` (the frozen foundation, E0s as decided) once and cached by content."""
+    labeled by ``net`` (the frozen foundation, E0s as decided; its head ``cfg.head`` when set) once
+    and cached by content."""
     from al_lightning.data.cache import cache_root
     from al_lightning.data.io import read_structures, write_extxyz
 
@@ -166,7 +189,7 @@ def pseudolabel_files(cfg: ReplayConfig, net, datamodule) -> "tuple[Dict[str, Pa
     if cfg.test_size:
         files["test_foundation"] = folder / "test_foundation.extxyz"
     if not all(p.exists() for p in files.values()):
-        labeled = pseudolabel(net, frames)
+        labeled = pseudolabel(net, frames, head=cfg.head)
         for name, part in (("test_foundation", labeled[cfg.size:]), ("replay", labeled[: cfg.size])):
             if name in files:  # each file atomically: a cache is complete when both exist
                 write_extxyz(files[name], part)

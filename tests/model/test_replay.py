@@ -96,6 +96,7 @@ def test_pseudolabels_are_the_frozen_foundations_predictions(tiny_spec, tiny_fou
     (["--model.replay.source=pretrained"], "model.replay.source must be one of ('pretraining', 'pseudolabel')"),
     (["--model.replay.source=pretraining", "--model.replay.weight=0"], "model.replay.weight must be > 0"),
     (["--model.replay.source=pretraining", "--model.foundation=null"], "model.replay needs model.foundation"),
+    (["--model.replay.head=pt_head"], "model.replay.head is read with a replay source only"),
 ])
 def test_replay_option_errors_are_one_line(args, message, tmp_path, capsys):
     from al_lightning.cli import main
