@@ -7,20 +7,21 @@ from typing import Iterable, List, Sequence
 
 import numpy as np
 
-SPLIT_ORDER = ("val", "test_id", "test_id_frames", "test_ood_ads", "test_ood_cat", "test_ood_both", "test_ood_mol",
-               "test_ood_rxn")
+SPLIT_ORDER = ("val", "test_id", "test_id_frames", "test_ood_ads", "test_ood_cat", "test_ood_both", "test_ood_metal",
+               "test_ood_mol", "test_ood_rxn")
 SPLIT_LEGEND = {
     "val": "validation split (early stopping, not a test)",
     "test_id": "in distribution: seen catalysts x seen adsorbates, systems never in the pool",
     "test_ood_ads": "unseen adsorbates (NO, CN, H2O, COH) on seen catalysts",
     "test_ood_cat": "unseen catalysts ((110) facets, bimetallic surfaces) with seen adsorbates",
     "test_ood_both": "unseen catalysts and unseen adsorbates",
+    "test_ood_metal": "catalysts of metals held out of the pool (the backbone's pretraining had them)",
     "test_id_frames": "in distribution, frame-uniform: whole held-out trajectories (xTB molecules)",
     "test_ood_mol": "unseen molecules: nitriles, acids, amides, esters, aromatics, ... (xTB molecules)",
     "test_ood_rxn": "unseen reaction template: ring opening of pool molecules (xTB molecules)",
 }
 SPLIT_COLOURS = {"val": "0.55", "test_id": "tab:blue", "test_ood_ads": "tab:orange", "test_ood_cat": "tab:green",
-                 "test_ood_both": "tab:red", "test_id_frames": "tab:cyan", "test_ood_mol": "tab:purple",
+                 "test_ood_both": "tab:red", "test_ood_metal": "tab:olive", "test_id_frames": "tab:cyan", "test_ood_mol": "tab:purple",
                  "test_ood_rxn": "tab:brown"}
 
 

@@ -8,8 +8,11 @@ Tags follow OC20 (0 subsurface, 1 surface, 2 adsorbate); the bottom layers carry
 Splits: ``pool``, ``initial``, ``val`` and ``test_id`` draw from in-distribution catalysts ×
 adsorbates; ``test_ood_ads`` uses unseen adsorbates (built from seen elements),
 ``test_ood_cat`` unseen catalysts (bimetallic surfaces and the (110) facet of seen metals),
-``test_ood_both`` both. System ``i`` of split ``s`` depends only on ``(seed, s, i)``, so the
-files are identical for a seed however many worker processes generate them.
+``test_ood_both`` both. With ``held_out_metals`` the other splits use the remaining metals only and
+``test_ood_metal`` holds the held-out metals' in-distribution facets with seen adsorbates (catalysts the
+pool never shows, whose metals the EMT backbone was pretrained on: where a fine-tune forgets first).
+System ``i`` of split ``s`` depends only on ``(seed, s, i)``, so the files are identical for a seed
+however many worker processes generate them.
 
 ``mode="trajectory"`` (OC20 S2EF-like, the benchmark setting): each system contributes a whole
 relaxation + MD trajectory with a heavy-tailed number of frames, so the pool is large and
@@ -35,7 +38,7 @@ from al_lightning.data.cache import cache_root  # noqa: F401  (re-exported: the 
 from al_lightning.data.simulate import bfgs_path, emt_calculator, label_emt, langevin_frames
 from al_lightning.data.io import free_mask
 
-SPLITS = ("pool", "initial", "val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both")
+SPLITS = ("pool", "initial", "val", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both", "test_ood_metal")
 METALS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 ID_FACETS = ("111", "100")
 OOD_FACETS = ("110",)
@@ -120,6 +123,7 @@ class EMTCatalysisSpec(TrajectoryLengths):
     pool_bias: Dict[str, float] = field(default_factory=dict)  # adsorbate/catalyst → weight
     mode: str = "frames"
     traj_temperatures_K: Tuple[float, ...] = (300.0, 600.0, 900.0)
+    held_out_metals: Tuple[str, ...] = ()  # metals only test_ood_metal shows (the other splits: the rest)
 
     def __post_init__(self) -> None:
         cache.check_sizes("EMT catalysis", self.sizes, SPLITS)
@@ -130,6 +134,11 @@ class EMTCatalysisSpec(TrajectoryLengths):
         self.check_lengths("EMT catalysis")
         if not self.traj_temperatures_K:
             raise ValueError("EMT catalysis: traj_temperatures_K must be non-empty")
+        held = set(self.held_out_metals)
+        if held - set(METALS) or len(held) >= len(METALS):
+            raise ValueError(f"EMT catalysis held_out_metals must be some (not all) of {METALS}, got {list(self.held_out_metals)}")
+        if bool(held) != (self.sizes.get("test_ood_metal", 0) > 0):
+            raise ValueError("EMT catalysis: held_out_metals and sizes.test_ood_metal go together (set both or neither)")
 
     def frames_per_system(self, split: str) -> float:
         """Expected frames a system of ``split`` contributes (sizes the generation batches)."""
@@ -142,18 +151,25 @@ class EMTCatalysisSpec(TrajectoryLengths):
     elements = (*METALS, "H", "C", "N", "O")
 
     def key(self) -> str:
-        """Short content hash naming the cache folder."""
-        return cache.spec_key({"v": CACHE_VERSION, **asdict(self)})
+        """Short content hash naming the cache folder (``held_out_metals`` only when set: the data of
+        every spec without it keep their key)."""
+        payload = asdict(self)
+        if not self.held_out_metals:
+            del payload["held_out_metals"]
+        return cache.spec_key({"v": CACHE_VERSION, **payload})
 
     def ensure(self, workers: int = 2, root: "Path | None" = None) -> Dict[str, Path]:
         """Paths of the cached dataset (:func:`ensure_dataset`)."""
         return ensure_dataset(self, workers=workers, root=root)
 
 
-def split_choices(split: str) -> Tuple[List[str], List[str]]:
-    """(catalysts, adsorbates) a split draws from; catalysts as ``"Pt(111)"``/``"CuPt(111)"``."""
-    id_cats = [f"{m}({f})" for f in ID_FACETS for m in METALS]  # consecutive entries: different metals
-    ood_cats = [f"{m}({f})" for f in OOD_FACETS for m in METALS] + [f"{h}{g}(111)" for h, g in OOD_ALLOYS]
+def split_choices(split: str, held_out: Tuple[str, ...] = ()) -> Tuple[List[str], List[str]]:
+    """(catalysts, adsorbates) a split draws from; catalysts as ``"Pt(111)"``/``"CuPt(111)"``.
+    ``held_out``: metals only ``test_ood_metal`` draws from (every other split: the others)."""
+    metals = [m for m in METALS if (m in held_out) == (split == "test_ood_metal")] if held_out else list(METALS)
+    id_cats = [f"{m}({f})" for f in ID_FACETS for m in metals]  # consecutive entries: different metals
+    ood_cats = [f"{m}({f})" for f in OOD_FACETS for m in metals] + [
+        f"{h}{g}(111)" for h, g in OOD_ALLOYS if h in metals and g in metals]
     cats = ood_cats if split in ("test_ood_cat", "test_ood_both") else id_cats
     ads = OOD_ADSORBATES if split in ("test_ood_ads", "test_ood_both") else ID_ADSORBATES
     return cats, list(ads)
@@ -192,7 +208,7 @@ def build_system(split: str, index: int, spec: EMTCatalysisSpec) -> Atoms:
     with ``spec.pool_bias`` the pool draws them with the given relative weights instead.
     """
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), index])
-    cats, ads = split_choices(split)
+    cats, ads = split_choices(split, spec.held_out_metals)
     bias = spec.pool_bias if split == "pool" else {}
     if bias:  # a shifted pool: weighted draws
         catalyst = cats[rng.choice(len(cats), p=_weights(cats, bias))]
@@ -339,7 +355,8 @@ def ensure_dataset(spec: EMTCatalysisSpec, workers: int = 2, root: "Path | None"
 
 
 def _sizes(spec: EMTCatalysisSpec) -> Dict[str, int]:
-    return {s: int(spec.sizes.get(s, 0)) for s in SPLITS}
+    """Structures per split; ``test_ood_metal`` only with held-out metals (older caches lack its file)."""
+    return {s: int(spec.sizes.get(s, 0)) for s in SPLITS if s != "test_ood_metal" or spec.held_out_metals}
 
 
 def _per_system(spec: EMTCatalysisSpec) -> Dict[str, float]:

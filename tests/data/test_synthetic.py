@@ -9,8 +9,8 @@ from ase.data import chemical_symbols
 
 from al_lightning import keys as K
 from al_lightning.data.io import free_mask, read_structures
-from al_lightning.data.synthetic import (ID_ADSORBATES, OOD_ADSORBATES, SPLITS, EMTCatalysisSpec, generate,
-                                         split_choices, system_frames)
+from al_lightning.data.synthetic import (ID_ADSORBATES, OOD_ADSORBATES, SPLITS, EMTCatalysisSpec, build_system,
+                                         generate, split_choices, system_frames)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,8 @@ def _elements(frames):
 
 
 def test_sizes_and_ids(splits, tiny_spec):
-    for split in SPLITS:
+    assert set(splits) == {s for s in SPLITS if tiny_spec.sizes.get(s, 0) > 0}
+    for split in splits:
         assert len(splits[split]) == tiny_spec.sizes[split]
         assert [a.info["id"] for a in splits[split]] == list(range(len(splits[split])))
 
@@ -53,6 +54,24 @@ def test_ood_catalyst_choices_are_metals_of_the_pool():
         name = cat.split("(")[0]
         parts = [name[:2], name[2:]] if len(name) > 2 else [name]
         assert set(parts) <= id_metals
+
+
+def test_held_out_metals_appear_only_in_test_ood_metal():
+    held = ("Au", "Ni", "Pd")
+    spec = EMTCatalysisSpec(held_out_metals=held, sizes={"pool": 10, "test_ood_metal": 5})
+    held_z = {chemical_symbols.index(m) for m in held}
+    seen = {}
+    for split in ("pool", "initial", "test_id", "test_ood_ads", "test_ood_cat", "test_ood_both", "test_ood_metal"):
+        zs = {z for i in range(12) for z in build_system(split, i, spec).numbers.tolist()}
+        seen[split] = zs & held_z
+    assert seen.pop("test_ood_metal") == held_z  # every held-out metal, and only there
+    assert not any(seen.values()), seen
+    assert EMTCatalysisSpec().key() != spec.key()
+    for kwargs, match in [({"held_out_metals": ("Xx",), "sizes": {"test_ood_metal": 5}}, "some \\(not all\\) of"),
+                          ({"held_out_metals": held}, "go together"), ({"sizes": {"test_ood_metal": 5}}, "go together")]:
+        with pytest.raises(ValueError, match=match) as info:
+            EMTCatalysisSpec(**kwargs)
+        assert "\n" not in str(info.value)
 
 
 def test_tags_constraints_sources_and_force_cap(splits, tiny_spec):

@@ -86,7 +86,7 @@ def test_graphs_carry_their_heads_and_pseudolabels_are_the_replay_heads(tiny_spe
 
 
 def test_acquisition_features_see_the_campaign_head(tiny_spec, two_head):
-    from al_lightning.features.pool import FeatureSpec, pool_step
+    from al_lightning.features import ActivationFeatures, NTKEnergyForce
     from al_lightning.model.mace import load_foundation
 
     module, dm = _setup(tiny_spec, two_head)
@@ -94,8 +94,8 @@ def test_acquisition_features_see_the_campaign_head(tiny_spec, two_head):
     single = MACEModule(foundation=two_head, head="Default", e0s="foundation", dtype="float64")  # reduced, no replay
     single_dm = ActiveDataModule(emt=tiny_spec)
     single.build(single_dm)
-    for kind in ("ntk_ef", "activation"):
-        two, one = (pool_step(m.net, b, FeatureSpec(kind=kind)) for m, b in
+    for features in (NTKEnergyForce(params="readouts", sketch_dim=None), ActivationFeatures()):
+        two, one = (features.rows(m.net, b) for m, b in
                     ((module, batch), (single, next(iter(single_dm.pool_dataloader(range(8)))))))
         torch.testing.assert_close(two.energy, one.energy)
         assert int((two.rows.reshape(8, -1).abs().sum(0) > 0).sum()) == int((one.rows.reshape(8, -1).abs().sum(0) > 0).sum())
