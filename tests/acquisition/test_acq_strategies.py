@@ -82,6 +82,7 @@ def test_pv_lcmd_picks_high_variance_and_variance_drops_once_labeled(tiny_spec, 
     ("lcmd", {"feature_kind": "ntk_f", "lcmd_space": "whitened"}),
     ("pv_lcmd", {"feature_kind": "activation", "shortlist": 12}),
     ("pv_lcmd", {"feature_kind": "descriptor", "shortlist": 12}),
+    ("pv", {"selector": {"class_path": "balanced", "init_args": {"shortlist": 12, "pool_share": 0.4}}}),
     ("committee_e", {"members": 2, "epochs": 1}),
     ("committee_f", {"members": 3, "epochs": 1, "bootstrap": True}),
 ])
