@@ -50,6 +50,16 @@ class Component:
         return hash(repr(self))
 
 
+def full_class_path(spec: Any, names: Mapping[str, str]) -> Any:
+    """``spec`` with a short name (a string, or a ``class_path``) replaced by ``{class_path: <import
+    path>, …}``; anything else as given."""
+    if isinstance(spec, str):
+        return {"class_path": names.get(spec, spec)}
+    if isinstance(spec, Mapping) and spec.get("class_path") in names:
+        return {**spec, "class_path": names[spec["class_path"]]}
+    return spec
+
+
 def instantiate(spec: Any, base: Type[T], names: Optional[Mapping[str, str]] = None, what: str = "component") -> T:
     """``spec`` → an instance of ``base``: an instance as is; a short name of ``names`` (→ class path);
     an import path; or ``{class_path: …, init_args: {…}}``. Built by jsonargparse from ``base``'s type
@@ -58,10 +68,7 @@ def instantiate(spec: Any, base: Type[T], names: Optional[Mapping[str, str]] = N
     if isinstance(spec, base):
         return spec
     names = dict(names or {})
-    if isinstance(spec, str):
-        spec = {"class_path": names.get(spec, spec)}
-    elif isinstance(spec, Mapping) and spec.get("class_path") in names:
-        spec = {**spec, "class_path": names[spec["class_path"]]}
+    spec = full_class_path(spec, names)
     if not isinstance(spec, Mapping) or "class_path" not in spec or set(spec) - {"class_path", "init_args"}:
         raise ValueError(f"{what} must be a short name {sorted(names)}, an import path or "
                          f"{{class_path: ..., init_args: {{...}}}}, got {spec!r}")

@@ -218,8 +218,8 @@ def test_class_path_config_runs_the_same_campaign_as_short_names(tmp_path, monke
 
 
 @pytest.mark.parametrize("strategy, message", [
-    ("{class_path: al_lightning.acquisition.NoSuchStrategy}", "class_path 'al_lightning.acquisition.NoSuchStrategy' "
-                                                             "cannot be imported"),
+    ("{class_path: al_lightning.acquisition.NoSuchStrategy}", "class_path 'al_lightning.acquisition.NoSuchStrategy': "
+                                                             "cannot import"),
     ("{class_path: al_lightning.acquisition.PVStrategy, init_args: {lamda: 1}}", "['lamda'] are not options"),
 ])
 def test_bad_class_path_is_one_line(tmp_path, monkeypatch, capsys, strategy, message):

@@ -7,12 +7,14 @@
       init_args: {mode: pv_lcmd, rel_lambda: 1.0e-4}
 
 The names come from the classes themselves (no second list); a user's own Strategy subclass
-works by its import path. The campaign config stays plain data (campaign.json, fingerprint).
+works by its import path. Options are checked here (aliases, the options of another built-in
+strategy, unknown names), then jsonargparse builds the class from its type hints, nested
+components included (``plugins.instantiate``). The campaign config stays plain data
+(campaign.json, fingerprint).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
@@ -20,6 +22,7 @@ from al_lightning.acquisition.committee import CommitteeStrategy
 from al_lightning.acquisition.controls import OracleStrategy, SystemSampler
 from al_lightning.acquisition.pv import PVStrategy
 from al_lightning.acquisition.strategies import RandomStrategy, Strategy
+from al_lightning.plugins import import_object, instantiate
 
 BUILTIN: Tuple[Type[Strategy], ...] = (RandomStrategy, PVStrategy, CommitteeStrategy, OracleStrategy, SystemSampler)
 StrategySpec = Union[str, Dict[str, Any]]
@@ -35,12 +38,10 @@ def strategy_names() -> List[str]:
 
 
 def _import_class(path: str) -> Type[Strategy]:
-    module, _, name = str(path).rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name) if module else None
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"campaign.strategy class_path {path!r} cannot be imported ({exc}); "
-                         f"short names: {strategy_names()}") from None
+        cls = import_object(str(path), what="campaign.strategy class_path", example="al_lightning.acquisition.PVStrategy")
+    except ValueError as exc:
+        raise ValueError(f"{exc}; short names: {strategy_names()}") from None
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ValueError(f"campaign.strategy class_path {path!r} is not a Strategy class "
                          f"(e.g. al_lightning.acquisition.PVStrategy); short names: {strategy_names()}")
@@ -106,4 +107,5 @@ def build_strategy(spec: StrategySpec, options: Optional[Dict[str, Any]] = None)
     if unknown:
         raise ValueError(f"campaign.strategy_kwargs {unknown} are not options of {label!r} "
                          f"({cls.__module__}.{cls.__qualname__}); allowed: {sorted(set(allowed) - set(fixed))}")
-    return cls(**cls.translate(args))
+    return instantiate({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": cls.translate(args)},
+                       Strategy, what=f"campaign.strategy {label!r}")

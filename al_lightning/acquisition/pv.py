@@ -26,6 +26,7 @@ from al_lightning.acquisition.selectors import SELECTORS, Selector, build_select
 from al_lightning.acquisition.strategies import AcquisitionContext, PoolScorer, Strategy
 from al_lightning.acquisition.topk import TopK
 from al_lightning.features import FEATURE_MAPS, FeatureMap, build_feature_map
+from al_lightning.plugins import full_class_path
 
 MODES = {"pv_topb": "top_b", "pv_lcmd": "shortlist_lcmd", "lcmd": "lcmd"}  # mode → selector
 FEATURE_SHORTHANDS = {"params": "params", "pool_force_mode": "force_mode", "pool_probes": "n_probes",
@@ -101,6 +102,9 @@ class PVStrategy(Strategy):
             mode = mode or "pv_lcmd"
             init = {"shortlist": shortlist} if shortlist is not None and mode == "pv_lcmd" else {}
             args["selector"] = {"class_path": SELECTORS[MODES[mode]], "init_args": init}
+        for key, names in (("features", FEATURE_MAPS), ("selector", SELECTORS)):  # short names → import paths
+            if key in args:
+                args[key] = full_class_path(args[key], names)
         return args
 
     def check(self, budget: int, n_candidates: int) -> None:

@@ -156,7 +156,7 @@ def test_class_path_equals_short_name_and_bad_specs_fail_in_one_line():
     assert isinstance(by_path, PVStrategy) and vars(by_path) == vars(by_name)
     assert build_strategy("al_lightning.acquisition.RandomStrategy").name == "random"
     for spec, match in [("pv_lcdm", "campaign strategy 'pv_lcdm' unknown; available: .*pv_lcmd"),
-                        ({"class_path": "al_lightning.acquisition.NoSuch"}, "cannot be imported"),
+                        ({"class_path": "al_lightning.acquisition.NoSuch"}, "cannot import"),
                         ({"class_path": "al_lightning.acquisition.TopK"}, "is not a Strategy class"),
                         ({"class_path": "al_lightning.acquisition.PVStrategy", "init_args": {"lam": 1}},
                          r"\['lam'\] are not options of 'PVStrategy'"),
