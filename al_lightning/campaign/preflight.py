@@ -145,7 +145,7 @@ def problems(cfg, module, datamodule, probe_lock: bool = False) -> List[str]:
     out = problem_of(lambda: build_strategy(cfg.strategy, cfg.strategy_kwargs)) + load_problems(cfg, module, datamodule)
     if cfg.rounds > 0 and cfg.oracle not in ("stored", "file"):
         from al_lightning.oracle.factory import oracle_spec
-        from al_lightning.oracle.oracles import import_object
+        from al_lightning.plugins import import_object
 
         out += problem_of(lambda: import_object(oracle_spec(cfg.oracle, cfg.oracle_kwargs)[0]))
     if probe_lock:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple, Union
 
 from al_lightning.oracle.handoff import FileHandoffOracle
-from al_lightning.oracle.oracles import CalculatorOracle, Oracle, StoredLabelOracle, import_object
+from al_lightning.oracle.oracles import CalculatorOracle, Oracle, StoredLabelOracle
+from al_lightning.plugins import import_object, instantiate
 
 
 def oracle_spec(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any]] = None
@@ -40,6 +41,6 @@ def make_oracle(spec: Union[str, Dict[str, Any]], kwargs: Optional[Dict[str, Any
             raise ValueError("the file hand-off oracle needs the campaign directory and round")
         return FileHandoffOracle(*handoff)
     target = import_object(name)
-    if isinstance(target, type) and issubclass(target, Oracle):
-        return target(**kwargs)
+    if isinstance(target, type) and issubclass(target, Oracle):  # built from its type hints, as strategies are
+        return instantiate({"class_path": name, "init_args": kwargs}, Oracle, what="campaign.oracle")
     return CalculatorOracle(name, kwargs, timeout_s=timeout_s)

@@ -16,7 +16,7 @@ from al_lightning import keys as K
 from al_lightning.data.io import DataError, StructureFile, normalise
 from al_lightning.data.readers import has_forces
 from al_lightning.oracle.worker import set_charge_spin
-from al_lightning.plugins import import_object  # noqa: F401  (re-exported: campaign/preflight, oracle/factory)
+from al_lightning.plugins import import_object
 
 
 class OracleError(RuntimeError):
