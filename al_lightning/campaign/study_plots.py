@@ -26,13 +26,19 @@ def seed_curves(seeds: Dict, split: str, metric: str = "forces_mae") -> Tuple[np
     return x, y
 
 
-RULES = {"random": "uniform random", "pv_lcmd": "PV shortlist, then LCMD", "pv_topb": "top-B PV",
+RULES = {"random": "uniform random", "pv": "posterior variance", "pv_lcmd": "PV shortlist, then LCMD", "pv_topb": "top-B PV",
          "lcmd": "LCMD over the whole pool", "committee_e": "committee, energy disagreement",
          "committee_f": "committee, force disagreement",
          "oracle_error": "control: largest true force error (reads the hidden labels)",
          "one_per_system": "control: one frame per system"}
 FEATURES = {"ntk_ef": "force-aware NTK (energy + forces)", "ntk_e": "energy NTK", "ntk_f": "force NTK",
             "activation": "last-layer activations", "descriptor": "MACE descriptors"}
+
+
+def _component_name(spec) -> str:
+    """A feature map's or selector's name in a config: its short name, or the class name of its path."""
+    path = spec.get("class_path", "?") if isinstance(spec, dict) else str(spec)
+    return path.rpartition(".")[2]
 
 
 def describe_arm(config: Dict) -> str:
@@ -44,9 +50,11 @@ def describe_arm(config: Dict) -> str:
         kwargs = {**(spec.get("init_args") or {}), **kwargs}
     name = strategy_label(spec)
     text = RULES.get(name, name)
-    if name in ("pv_lcmd", "pv_topb", "lcmd"):  # the rules that use a feature map
-        kind = kwargs.get("feature_kind", "ntk_ef")
+    if name in ("pv", "pv_lcmd", "pv_topb", "lcmd"):  # the rules that use a feature map (and a selector)
+        kind = _component_name(kwargs.get("features", kwargs.get("feature_kind", "ntk_ef")))
         text += f" on {FEATURES.get(kind, kind)}"
+        if "selector" in kwargs:
+            text += f", selector {_component_name(kwargs['selector'])}"
     if "members" in kwargs:
         text += f", {kwargs['members']} members"
     return f"{text} [{name}]"
