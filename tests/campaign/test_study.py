@@ -12,10 +12,16 @@ from al_lightning.campaign.study import StudyConfig, auc, cut_rounds, paired_int
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_auc_is_the_trapezoid_mean():
-    state = {"rounds": [{"n_labeled": 10, "metrics": {"m": 4.0}}, {"n_labeled": 20, "metrics": {"m": 2.0}},
-                        {"n_labeled": 40, "metrics": {"m": 1.0}}]}
-    assert auc(state, "m") == pytest.approx(((4 + 2) / 2 * 10 + (2 + 1) / 2 * 20) / 30)
+def test_auc_is_the_trapezoid_mean_over_rounds_1_to_R():
+    """The one AUC (analysis.endpoint_auc's definition): round 0, shared by every arm, is left out."""
+    from al_lightning.campaign.analysis import endpoint_auc
+
+    state = {"rounds": [{"round": r, "n_labeled": n, "metrics": {"test_id/forces_mae": m}}
+                        for r, n, m in ((0, 5, 9.0), (1, 10, 4.0), (2, 20, 2.0), (3, 40, 1.0))]}
+    expected = ((4 + 2) / 2 * 10 + (2 + 1) / 2 * 20) / 30
+    assert auc(state, "test_id/forces_mae") == pytest.approx(expected)
+    assert endpoint_auc(state, ["test_id"], 3) == pytest.approx(expected)
+    assert auc({"rounds": state["rounds"][:2]}, "test_id/forces_mae") == 4.0  # one round after 0: its value
 
 
 def test_paired_interval_by_hand():

@@ -52,7 +52,7 @@ def test_no_system_in_two_splits_by_content(splits):
 
 
 def test_evaluation_splits_keep_few_frames_per_system(splits):
-    for split in SPLITS:
+    for split in splits:
         if split != "pool":
             counts = collections.Counter(a.info["system_key"] for a in splits[split])
             assert max(counts.values()) <= SPEC.eval_frames_per_system
