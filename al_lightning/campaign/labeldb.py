@@ -113,13 +113,21 @@ def _row_of_label(atoms: Atoms):
 
 
 def label_hash(structure: Optional[str], energy: float, forces) -> str:
-    """Content hash of one label: the pool structure's hash, the energy and the raw forces (float64)."""
+    """``sha256:<16 hex>`` content hash of one label: the pool structure's hash, the energy and the raw
+    forces (float64). The prefix is needed: ASE's database refuses a string value that reads as a
+    number, which a bare hex digest does about once in 700 labels (``92676e9520126895``)."""
     import hashlib
 
     h = hashlib.sha256(str(structure or "").encode())
     h.update(np.float64(energy).tobytes())
     h.update(np.ascontiguousarray(forces, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _hash_matches(row) -> bool:
+    """The row's label equals its stored label hash (stored bare, without ``sha256:``, before 2026-12-08)."""
+    return label_hash(row.get("structure_hash"), row.energy, row.forces).removeprefix("sha256:") == \
+        str(row.label_hash).removeprefix("sha256:")
 
 
 def write_outcome(db, r: int, pool_id: int, atoms: Optional[Atoms], error: Optional[str],
@@ -224,8 +232,7 @@ def read_db(path: Path, round_: Optional[int] = None, db=None, check: bool = Tru
             raise StateError(f"{where} stores round {row.round} pool id {row.pool_id} again (as row {seen[key]}); "
                              f"delete one (ase db {path} id={row.id} --delete --yes)")
         seen[key] = row.id
-        if row.status == "labeled" and row.get("label_hash") is not None and \
-                label_hash(row.get("structure_hash"), row.energy, row.forces) != row.label_hash:
+        if row.status == "labeled" and row.get("label_hash") is not None and not _hash_matches(row):
             raise StateError(f"{where}: the label of pool id {row.pool_id} (round {row.round}) does not match its "
                              f"label hash: it was changed after it was written; delete the row (ase db {path} "
                              f"id={row.id} --delete --yes) to label that structure again")
