@@ -132,6 +132,11 @@ def dry_run(model: MACEModule, datamodule: ActiveDataModule, campaign: CampaignC
         spec = datamodule.embedded
         sizes = {s: n for s, n in spec.sizes.items() if n}
         where = f"embedded {spec.cache_name} (cache key {spec.key()})"
+    if not (campaign.directory / "campaign.json").exists():  # a fresh start: budget x rounds against the pool
+        from al_lightning.acquisition.config import build_strategy
+
+        strategy = build_strategy(campaign.strategy, campaign.strategy_kwargs)
+        preflight.raise_problems(preflight.pool_problems(strategy, campaign.budget, campaign.rounds, sizes.get("pool", 0)))
     print(f"al-lightning: dry run OK: data from {where}: {sizes}; campaign_dir {campaign.directory}")
 
 

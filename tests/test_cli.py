@@ -37,6 +37,19 @@ def test_dry_run_with_files(tmp_path, monkeypatch, capsys, tiny_paths):
     assert "'pool': 60" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--campaign.rounds=20"], "campaign needs 160 more pool structures (budget 8 x 20 rounds) but the pool has 60 left"),
+    (["--campaign.strategy=pv", "--campaign.strategy_kwargs={selector: {class_path: balanced, init_args: {shortlist: 2}}}"],
+     "selector balanced: shortlist K=2 is smaller than the budget B=8"),
+])
+def test_dry_run_checks_the_pool_against_the_strategy_and_the_rounds(tmp_path, monkeypatch, capsys, tiny_paths,
+                                                                    extra, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths), "--dry_run", *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"al-lightning: error: {message}"
+    assert not (tmp_path / "logs").exists()
+
+
 def test_dry_run_names_the_missing_file(tmp_path, monkeypatch, capsys, tiny_paths):
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "-c", SMOKE, *_files_config(tmp_path, tiny_paths, drop="pool"), "--dry_run"]) == 2
