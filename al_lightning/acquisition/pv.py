@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any, ClassVar, Dict, Tuple, Union
 
 import numpy as np
@@ -82,7 +83,8 @@ class PVStrategy(Strategy):
     @classmethod
     def translate(cls, args: Dict[str, Any]) -> Dict[str, Any]:
         """The shorthand options → ``features`` / ``selector`` specs (``shortlist`` counts only for
-        ``pv_lcmd``, NTK options only for NTK maps, as before the components)."""
+        ``pv_lcmd``, NTK options only for NTK maps, as before the components; otherwise ignored with a
+        warning)."""
         args = dict(args)
         kind = args.pop("feature_kind", None)
         flat = {new: args.pop(old) for old, new in FEATURE_SHORTHANDS.items() if old in args}
@@ -92,6 +94,8 @@ class PVStrategy(Strategy):
             if (kind or "ntk_ef") not in FEATURE_MAPS:
                 raise ValueError(f"strategy pv: feature_kind must be one of {tuple(FEATURE_MAPS)}, got {kind!r}")
             kind = kind or "ntk_ef"
+            if flat and not kind.startswith("ntk"):
+                warnings.warn(f"strategy_kwargs {sorted(flat)} are NTK options; feature_kind {kind} ignores them")
             args["features"] = {"class_path": FEATURE_MAPS[kind], "init_args": flat if kind.startswith("ntk") else {}}
         mode, shortlist = args.pop("mode", None), args.pop("shortlist", None)
         if mode is not None or shortlist is not None:
@@ -100,6 +104,8 @@ class PVStrategy(Strategy):
             if (mode or "pv_lcmd") not in MODES:
                 raise ValueError(f"strategy pv: mode must be one of {tuple(MODES)}, got {mode!r}")
             mode = mode or "pv_lcmd"
+            if shortlist is not None and mode != "pv_lcmd":
+                warnings.warn(f"strategy_kwargs shortlist applies to pv_lcmd; {mode} ignores it")
             init = {"shortlist": shortlist} if shortlist is not None and mode == "pv_lcmd" else {}
             args["selector"] = {"class_path": SELECTORS[MODES[mode]], "init_args": init}
         for key, names in (("features", FEATURE_MAPS), ("selector", SELECTORS)):  # short names → import paths

@@ -107,6 +107,10 @@ def test_strategy_option_errors():
         make_strategy("pv_lcmd", feature_kind="ntk_x")
     with pytest.raises(ValueError, match="committee needs members >= 2"):
         make_strategy("committee_f", members=1)
+    with pytest.warns(UserWarning, match="shortlist applies to pv_lcmd; lcmd ignores it"):
+        make_strategy("lcmd", shortlist=5)
+    with pytest.warns(UserWarning, match=r"\['sketch_dim'\] are NTK options; feature_kind activation ignores them"):
+        make_strategy("pv_lcmd", feature_kind="activation", sketch_dim=8)
 
 
 def test_shortlist_smaller_than_budget_is_refused(tiny_spec, model_file):
