@@ -32,9 +32,14 @@ class Component:
     same name; ``repr`` lists them (stable across processes: pass-state keys and logs use it)."""
 
     def options(self) -> Dict[str, Any]:
+        """{name: value} of the ``__init__`` arguments; ValueError when one is not kept as ``self.<name>``."""
         names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
                  if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise ValueError(f"{type(self).__qualname__} does not keep its option(s) {missing} as attributes of the "
+                             "same name; store each __init__ argument as self.<name> (its repr keys resumable state)")
+        return {n: getattr(self, n) for n in names}
 
     def spec(self) -> Dict[str, Any]:
         """``{class_path, init_args}``: what :func:`instantiate` rebuilds this component from."""
@@ -78,13 +83,25 @@ def instantiate(spec: Any, base: Type[T], names: Optional[Mapping[str, str]] = N
         raise ValueError(f"{exc}; short names: {sorted(names)}") from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ValueError(f"{what} {spec['class_path']!r} is not a {base.__qualname__} class; short names: {sorted(names)}")
+    init_args = dict(spec.get("init_args") or {})
+    try:
+        obj = _by_type_hints(cls, base, init_args)
+    except Exception:  # noqa: BLE001  an untyped or **kwargs plug-in: jsonargparse cannot build it; call it
+        try:
+            obj = cls(**init_args)
+        except Exception as exc:  # the class's own error (or a wrong argument), in one line
+            raise ValueError(f"{what} {spec['class_path']!r}: {' '.join(str(exc).split())}") from None
+    if isinstance(obj, Component):
+        obj.options()  # refuses a component that does not keep its options (its repr keys resumable state)
+    return obj
+
+
+def _by_type_hints(cls: type, base: type, init_args: Dict[str, Any]) -> Any:
+    """``cls(**init_args)`` built by jsonargparse from the type hints (nested components included)."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--component", type=base)
-    try:
-        cfg = parser.parse_object({"component": {"class_path": f"{cls.__module__}.{cls.__qualname__}",
-                                                 "init_args": dict(spec.get("init_args") or {})}})
-        return parser.instantiate(cfg).component
-    except Exception as exc:  # jsonargparse's ArgumentError, or the class's own ValueError
-        raise ValueError(f"{what} {spec['class_path']!r}: {' '.join(str(exc).split())}") from None
+    cfg = parser.parse_object({"component": {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                                             "init_args": init_args}})
+    return parser.instantiate(cfg).component

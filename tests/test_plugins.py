@@ -77,3 +77,38 @@ def test_unknown_format_class_is_one_line(tmp_path):
         open_structures(tmp_path / "x.npz", "nowhere.Source")
     with pytest.raises(DataError, match="is not a StructureSource subclass"):
         open_structures(tmp_path / "x.npz", "pathlib.Path")
+
+
+def _untyped_selector_class():
+    from al_lightning.acquisition import Selector, TopB
+
+    class Untyped(Selector):
+        def __init__(self, k, **extra):  # no type hints, and **kwargs: jsonargparse cannot build it
+            self.k, self.extra = k, extra
+
+        def shortlist_size(self, n_candidates, budget):
+            return TopB().shortlist_size(n_candidates, budget)
+
+        def choose(self, top, budget, centres=None):
+            return TopB().choose(top, budget)
+
+    class Forgetful(Untyped):
+        def __init__(self, k):  # keeps its option under another name: its repr would not key resumable state
+            self._k = k
+
+    return Untyped, Forgetful
+
+
+def test_untyped_plugins_are_built_by_calling_them_and_must_keep_their_options(monkeypatch):
+    from al_lightning.acquisition import build_selector
+
+    Untyped, Forgetful = _untyped_selector_class()
+    monkeypatch.setattr(sys.modules[__name__], "Untyped", Untyped, raising=False)
+    monkeypatch.setattr(sys.modules[__name__], "Forgetful", Forgetful, raising=False)
+    built = build_selector({"class_path": f"{__name__}.Untyped", "init_args": {"k": 3, "note": "x"}})
+    assert type(built) is Untyped and built.k == 3 and built.extra == {"note": "x"}
+    with pytest.raises(ValueError, match=r"does not keep its option\(s\) \['k'\] as attributes") as info:
+        build_selector({"class_path": f"{__name__}.Forgetful", "init_args": {"k": 3}})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="unexpected keyword argument 'j'"):
+        build_selector({"class_path": f"{__name__}.Forgetful", "init_args": {"j": 3}})

@@ -6,7 +6,8 @@ the pure maths for users who bring their own features.
   ``pv_topb``, ``pv_lcmd``, ``lcmd``),
   :class:`CommitteeStrategy` (``committee_e``, ``committee_f``); offline controls
   :class:`OracleStrategy` (``oracle_error``) and :class:`SystemSampler` (``one_per_system``);
-- selectors (:class:`Selector`: :class:`TopB`, :class:`LCMD`, :class:`ShortlistLCMD`, your own);
+- selectors (:class:`Selector`: :class:`TopB`, :class:`LCMD`, :class:`ShortlistLCMD`,
+  :class:`BalancedLCMD`, your own);
 - the engine: :class:`AcquisitionCallback` (strategy → pool predict → top-K → LCMD → oracle),
   :func:`select` (the same without Lightning or labeling);
 - maths: :func:`posterior_variance` ``(pool, train, lam) -> (n_pool,)``, :func:`select_lcmd`
@@ -27,7 +28,8 @@ from al_lightning.acquisition.posterior import (
     posterior_variance,
 )
 from al_lightning.acquisition.pv import PVStrategy
-from al_lightning.acquisition.selectors import LCMD, SELECTORS, Selector, ShortlistLCMD, TopB, build_selector
+from al_lightning.acquisition.selectors import (LCMD, SELECTORS, BalancedLCMD, Selector, ShortlistLCMD, TopB,
+                                                build_selector)
 from al_lightning.acquisition.strategies import (AcquisitionContext, PoolScorer, RandomStrategy, Selection,
                                                  Strategy)
 from al_lightning.acquisition.topk import StreamingTopK, TopK, merge_topk, rank_order
@@ -36,6 +38,7 @@ __all__ = [
     "AcquisitionCallback",
     "AcquisitionContext",
     "AcquisitionResult",
+    "BalancedLCMD",
     "CommitteeStrategy",
     "GramPartial",
     "LCMD",

@@ -100,7 +100,8 @@ class PVStrategy(Strategy):
         mode, shortlist = args.pop("mode", None), args.pop("shortlist", None)
         if mode is not None or shortlist is not None:
             if "selector" in args:
-                raise ValueError("strategy pv: give selector or the shorthands (mode, shortlist), not both")
+                raise ValueError("strategy pv: give selector or the shorthands (mode, shortlist), not both; "
+                                 "pv_lcmd, pv_topb and lcmd fix the selector (mode): name yours with strategy: pv")
             if (mode or "pv_lcmd") not in MODES:
                 raise ValueError(f"strategy pv: mode must be one of {tuple(MODES)}, got {mode!r}")
             mode = mode or "pv_lcmd"
@@ -179,8 +180,9 @@ class PVScorer(PoolScorer):
                    "pv/float32_error_bound": self.bound, "pv/float32_scoring": float(self.score_dtype == torch.float32)}
         histograms, scored = {}, self.strategy.selector.scored
         if scored:
-            scalars.update({"pv/shortlist_threshold": float(top.scores.min()) if len(top) else float("nan"),
-                            "pv/pool_median": self.histogram.median(counts)})
+            scalars["pv/pool_median"] = self.histogram.median(counts)
+        if scored and self.k < len(ctx.candidates):  # K = every candidate (balanced): no threshold to report
+            scalars["pv/shortlist_threshold"] = float(top.scores.min()) if len(top) else float("nan")
         if scored and ctx.comm.rank == 0 and len(ids):
             chosen = top.scores[torch.isin(top.ids, torch.as_tensor(ids, device=top.ids.device))].cpu().numpy()
             scalars["pv/selected_median"] = float(np.median(chosen))

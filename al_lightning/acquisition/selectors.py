@@ -112,8 +112,8 @@ class ShortlistLCMD(Selector):
 
 
 class BalancedLCMD(Selector):
-    """``balanced``: B − round(``pool_share`` · B) ids by LCMD on the ``shortlist`` best-scored candidates,
-    then round(``pool_share`` · B) by LCMD over every other candidate with the first ones as fixed
+    """``balanced``: B − ⌊``pool_share`` · B + ½⌋ ids by LCMD on the ``shortlist`` best-scored candidates,
+    then ⌊``pool_share`` · B + ½⌋ by LCMD over every other candidate with the first ones as fixed
     centres (no structure twice, the second part away from the first). ``pool_share`` 0 is
     ``shortlist_lcmd``, 1 is ``lcmd``; the pool pass keeps every candidate's vector (as ``lcmd`` does)."""
 
@@ -130,7 +130,7 @@ class BalancedLCMD(Selector):
         return n_candidates
 
     def choose(self, top: TopK, budget: int, centres: Optional[Tensor] = None) -> np.ndarray:
-        n_pool = int(round(self.pool_share * budget))
+        n_pool = math.floor(self.pool_share * budget + 0.5)  # half up (Python's round() halves to even)
         k = _shortlist_size(self.shortlist, len(top), budget, "balanced")
         first = _lcmd(TopK(top.scores[:k], top.ids[:k], top.vectors[:k]), budget - n_pool, centres) \
             if budget > n_pool else np.empty(0, dtype=np.int64)
@@ -139,7 +139,7 @@ class BalancedLCMD(Selector):
         rest = ~torch.isin(top.ids, torch.as_tensor(first, device=top.ids.device))
         picked = top.vectors[~rest]
         if centres is not None and len(centres):
-            picked = torch.cat([centres, picked.to(centres.dtype)])
+            picked = torch.cat([centres, picked.to(device=centres.device, dtype=centres.dtype)])
         second = _lcmd(TopK(top.scores[rest], top.ids[rest], top.vectors[rest]), n_pool, picked)
         return np.concatenate([first, second]).astype(np.int64)
 

@@ -121,9 +121,9 @@ class NTKFeatureMap(FeatureMap):
         return train
 
     def rows(self, model, batch, w_energy: float = 1.0, w_forces: float = 1.0) -> PoolRows:
+        if self._sketch is None and self.sketch_dim:  # not prepared: a sketch of the same seed, kept (its cache)
+            self._sketch = TensorSketch(self.sketch_dim, seed=self.seed)
         sketch = self._sketch
-        if sketch is None and self.sketch_dim:  # not prepared: a sketch of the same seed
-            sketch = TensorSketch(self.sketch_dim, seed=self.seed)
         f = compute_features(model, batch, self.params, energy=self.energy,
                              force_mode=self.force_mode if self.forces else None, n_probes=self.n_probes,
                              seed=self.seed, per_atom=self.per_atom, direction=self.forces, eps=self.eps, sketch=sketch)
