@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Dict, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -27,14 +27,19 @@ def import_object(path: str, what: str = "oracle", example: str = "ase.calculato
         raise ValueError(f"{what} {path!r}: cannot import ({exc})") from None
 
 
+def init_options(cls: type) -> List[str]:
+    """The named ``__init__`` arguments of ``cls`` (no ``self``, ``*args`` or ``**kwargs``)."""
+    return [n for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 class Component:
     """A pluggable class: its options are the ``__init__`` arguments it keeps as attributes of the
     same name; ``repr`` lists them (stable across processes: pass-state keys and logs use it)."""
 
     def options(self) -> Dict[str, Any]:
         """{name: value} of the ``__init__`` arguments; ValueError when one is not kept as ``self.<name>``."""
-        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
-                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        names = init_options(type(self))
         missing = [n for n in names if not hasattr(self, n)]
         if missing:
             raise ValueError(f"{type(self).__qualname__} does not keep its option(s) {missing} as attributes of the "

@@ -15,14 +15,13 @@ components included (``plugins.instantiate``). The campaign config stays plain d
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 from al_lightning.acquisition.committee import CommitteeStrategy
 from al_lightning.acquisition.controls import OracleStrategy, SystemSampler
 from al_lightning.acquisition.pv import PVStrategy
 from al_lightning.acquisition.strategies import RandomStrategy, Strategy
-from al_lightning.plugins import import_object, instantiate
+from al_lightning.plugins import import_object, init_options, instantiate
 
 BUILTIN: Tuple[Type[Strategy], ...] = (RandomStrategy, PVStrategy, CommitteeStrategy, OracleStrategy, SystemSampler)
 StrategySpec = Union[str, Dict[str, Any]]
@@ -77,8 +76,7 @@ def strategy_label(spec: StrategySpec) -> str:
 
 
 def _options(cls: Type[Strategy]) -> List[str]:
-    return [n for n, p in inspect.signature(cls.__init__).parameters.items()
-            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)] + list(cls.shorthands)
+    return init_options(cls) + list(cls.shorthands)
 
 
 def build_strategy(spec: StrategySpec, options: Optional[Dict[str, Any]] = None) -> Strategy:

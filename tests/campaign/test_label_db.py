@@ -231,13 +231,20 @@ def test_a_label_edited_in_the_database_is_refused_on_resume(tmp_path, monkeypat
     assert main([*args, "--campaign.rounds=2"]) == 0
 
 
-def test_labels_from_before_label_hashes_are_migrated_with_one_notice(tmp_path, capsys):
+def _one_stored_label(tmp_path, energy=-1.5, forces=None):
+    """A label store in ``tmp_path`` with one Cu label (round 0, pool id 4, structure hash "abc"):
+    (database, its row)."""
     store = LabelStore(tmp_path)
     atoms = bulk("Cu", "fcc", a=3.6)
-    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.full((1, 3), 0.25)
+    atoms.info["REF_energy"] = energy
+    atoms.arrays["REF_forces"] = np.full((1, 3), 0.25) if forces is None else forces
     store.save_label(0, 4, atoms, "emt", structure="abc")
     db = labeldb.connect(store.path)
-    row = next(iter(db.select()))
+    return db, next(iter(db.select()))
+
+
+def test_labels_from_before_label_hashes_are_migrated_with_one_notice(tmp_path, capsys):
+    db, row = _one_stored_label(tmp_path)
     db.update(row.id, delete_keys=["label_hash"])  # as written by an older version
     fresh = LabelStore(tmp_path)
     assert fresh.outcomes(0)[4].atoms.info["REF_energy"] == -1.5
@@ -248,17 +255,12 @@ def test_labels_from_before_label_hashes_are_migrated_with_one_notice(tmp_path, 
 def _number_like_digest():
     """A label (energy, forces) whose bare 16-hex digest reads as a number (e.g. ``92676e9520126895``):
     about 1 label in 700 (found in a tuning campaign)."""
-    import hashlib
-
     from ase.db.core import str_represents
 
     forces = np.full((1, 3), 0.25)
     for k in range(200_000):
         energy = -1.0 - 1e-4 * k
-        h = hashlib.sha256(b"abc")
-        h.update(np.float64(energy).tobytes())
-        h.update(forces.tobytes())
-        bare = h.hexdigest()[:16]
+        bare = labeldb.label_hash("abc", energy, forces).removeprefix("sha256:")
         if str_represents(bare, int) or str_represents(bare, float):
             return energy, forces, bare
     raise AssertionError("no number-like digest found")
@@ -266,21 +268,13 @@ def _number_like_digest():
 
 def test_a_label_whose_digest_reads_as_a_number_is_stored_and_verified(tmp_path):
     energy, forces, bare = _number_like_digest()
-    store = LabelStore(tmp_path)
-    atoms = bulk("Cu", "fcc", a=3.6)
-    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = energy, forces
-    store.save_label(0, 4, atoms, "emt", structure="abc")  # ASE refused a bare number-like string here
+    _, row = _one_stored_label(tmp_path, energy, forces)  # ASE refused a bare number-like string here
     assert LabelStore(tmp_path).outcomes(0)[4].atoms.info["REF_energy"] == energy
-    assert next(iter(labeldb.connect(store.path).select())).label_hash == "sha256:" + bare
+    assert row.label_hash == "sha256:" + bare
 
 
 def test_bare_label_hashes_of_earlier_versions_still_verify(tmp_path):
-    store = LabelStore(tmp_path)
-    atoms = bulk("Cu", "fcc", a=3.6)
-    atoms.info["REF_energy"], atoms.arrays["REF_forces"] = -1.5, np.full((1, 3), 0.25)
-    store.save_label(0, 4, atoms, "emt", structure="abc")
-    db = labeldb.connect(store.path)
-    row = next(iter(db.select()))
+    db, row = _one_stored_label(tmp_path)
     db.update(row.id, label_hash=row.label_hash.removeprefix("sha256:") + "x")  # a hash that does not match
     with pytest.raises(Exception, match="does not match its label hash"):
         LabelStore(tmp_path).outcomes(0)
